@@ -1,0 +1,1 @@
+"""Benchmark scripts for the course library; each prints its figures as JSON."""

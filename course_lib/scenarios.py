@@ -1,0 +1,501 @@
+"""One runnable scenario per claim the course makes, each failing and fixed.
+
+Every claim (DESIGN §4) is a small story told against a fresh seeded cluster:
+a configuration, a fault, an application loop. ``run(claim, variant, seed)``
+plays it and returns a :class:`Run` with the history and the checker's
+report; the notebooks draw these runs and the tests assert their outcomes.
+``python -m course_lib.scenarios`` prints the whole table.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from course_lib.checker import Report, check
+from course_lib.cluster import Cluster
+from course_lib.faults import (
+    Crash,
+    CrashClient,
+    DelayMessages,
+    DropMessages,
+    FaultPlan,
+    Isolate,
+    KillBroker,
+    ProcessingError,
+    RestartBroker,
+)
+from course_lib.outbox import Outbox, Relay
+
+TOPIC = "events"
+GROUP = "app"
+MAX_RESTARTS = 10
+SETTLE_MS = 40_000
+
+
+@dataclass
+class Run:
+    """One played scenario: what was configured, what happened, what it means."""
+
+    claim: int
+    variant: str
+    config: dict
+    cluster: Cluster
+    report: Report
+    expected: str
+    holds: bool
+
+    @property
+    def history(self):
+        """The History the report was computed from."""
+        return self.cluster.history
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of a claim, with the outcome the course promises for it."""
+
+    name: str
+    config: dict
+    expected: str
+    holds: Callable[[Report], bool]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the course: a story, and its variants."""
+
+    number: int
+    title: str
+    story: Callable
+    variants: tuple[Variant, ...] = field(default_factory=tuple)
+
+    def variant(self, name: str) -> Variant:
+        """The variant called ``name`` (e.g. "failing", "fixed")."""
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        names = ", ".join(v.name for v in self.variants)
+        raise KeyError(f"claim {self.number} has no variant {name!r}; it has {names}")
+
+
+# ----- building blocks -----------------------------------------------------------------
+
+
+def message_values(count: int, prefix: str = "m") -> list[str]:
+    """Unique, ordered message values: m-000, m-001, …"""
+    return [f"{prefix}-{i:03d}" for i in range(count)]
+
+
+def _split(config: dict) -> tuple[dict, dict, dict]:
+    topic_keys = {"replication.factor", "min.insync.replicas", "unclean.leader.election.enable"}
+    consumer_keys = {"enable.auto.commit", "auto.commit.interval.ms", "isolation.level"}
+    topic = {k: v for k, v in config.items() if k in topic_keys}
+    consumer = {k: v for k, v in config.items() if k in consumer_keys}
+    producer = {k: v for k, v in config.items()
+                if k not in topic_keys and k not in consumer_keys and not k.startswith("app.")}
+    return topic, producer, consumer
+
+
+def _cluster(seed: int, config: dict, plan: FaultPlan, brokers: int = 3) -> Cluster:
+    cluster = Cluster(brokers=brokers, seed=seed, faults=plan)
+    cluster.create_topic(TOPIC, _split(config)[0])
+    return cluster
+
+
+def publish(cluster: Cluster, values: list[str], producer_config: dict,
+            pace_ms: int = 0) -> None:
+    """A producer application: send each value, then flush; a crash just ends it."""
+    producer = cluster.process("producer-app").producer(producer_config)
+    try:
+        for value in values:
+            producer.produce(TOPIC, value)
+            if pace_ms:
+                producer.poll(pace_ms / 1000)
+        producer.flush()
+    except Crash:
+        pass
+
+
+def final_read(cluster: Cluster) -> None:
+    """Heal every fault, let replication settle, and record what a reader can see."""
+    for broker in cluster.brokers:
+        for other in cluster.brokers:
+            cluster.network.reconnect(broker.name, other.name)
+        if not broker.alive:
+            cluster.restart_broker(broker.id)
+    cluster.settle(SETTLE_MS)
+    for partition in cluster.partitions_of(TOPIC):
+        values = cluster.readable(TOPIC, partition)
+        cluster.history.record("final_read", "checker", topic=TOPIC, partition=partition,
+                               values=values or [])
+
+
+def consume_with_restarts(cluster: Cluster, loop: Callable, consumer_config: dict,
+                          processing_ms: int = 0, dedupe: set | None = None) -> int:
+    """Run a consumer application until it finishes, restarting it after each crash.
+
+    A restart is a new process with a new consumer in the same group, so it
+    resumes at the group's committed offset. ``dedupe`` is a set that outlives
+    the process (it stands for a database table): with it, processing skips
+    messages whose value it already holds, as an inbox does.
+    """
+    config = {"group.id": GROUP, "auto.offset.reset": "earliest", **consumer_config}
+    for restarts in range(MAX_RESTARTS + 1):
+        app = cluster.process("consumer-app")
+        consumer = app.consumer(config)
+        process = app.processor(duration_ms=processing_ms) if dedupe is None else \
+            _deduplicating(app, processing_ms, dedupe)
+        try:
+            consumer.subscribe([TOPIC])
+            loop(consumer, process)
+            consumer.close()
+            return restarts
+        except (Crash, ProcessingError):
+            app.die()
+    return MAX_RESTARTS
+
+
+def _deduplicating(app, processing_ms: int, seen: set) -> Callable:
+    effect = app.processor(duration_ms=processing_ms)
+
+    def process(msg) -> None:
+        if msg.value() in seen:
+            app.cluster.history.record("dedupe_skip", app.name, value=msg.value(),
+                                       offset=msg.offset())
+            return
+        effect(msg)
+        seen.add(msg.value())
+
+    return process
+
+
+def at_most_once(consumer, process) -> None:
+    """Commit, then process: a crash in between skips the message."""
+    while (msg := consumer.poll(1.0)) is not None:
+        consumer.commit(message=msg, asynchronous=False)
+        process(msg)
+
+
+def at_least_once(consumer, process) -> None:
+    """Process, then commit: a crash in between repeats the message."""
+    while (msg := consumer.poll(1.0)) is not None:
+        process(msg)
+        consumer.commit(message=msg, asynchronous=False)
+
+
+def buffered_auto_commit(consumer, process, batch: int = 10) -> None:
+    """Collect messages in memory and process them in bulk; auto-commit does the rest."""
+    pending = []
+    while True:
+        msg = consumer.poll(2.0)
+        if msg is not None:
+            pending.append(msg)
+        if len(pending) >= batch or (msg is None and pending):
+            for item in pending:
+                process(item)
+            pending.clear()
+        if msg is None:
+            return
+
+
+def buffered_manual_commit(consumer, process, batch: int = 10) -> None:
+    """The same bulk processing, committing only after a batch is processed."""
+    pending = []
+    while True:
+        msg = consumer.poll(2.0)
+        if msg is not None:
+            pending.append(msg)
+        if len(pending) >= batch or (msg is None and pending):
+            for item in pending:
+                process(item)
+            consumer.commit(message=pending[-1], asynchronous=False)
+            pending.clear()
+        if msg is None:
+            return
+
+
+def trickle(cluster: Cluster, values: list[str], every_ms: int) -> None:
+    """An upstream producer that sends one value every ``every_ms`` on its own clock."""
+    producer = cluster.process("upstream").producer({})
+    for index, value in enumerate(values):
+        cluster.world.call_at(index * every_ms, producer.produce, TOPIC, value)
+
+
+def seed_topic(cluster: Cluster, values: list[str]) -> None:
+    """Fill the topic reliably before a consumer-side story starts."""
+    publish(cluster, values, {})
+    cluster.settle(1_000)
+
+
+LOOPS = {"at_most_once": at_most_once, "at_least_once": at_least_once}
+
+
+# ----- the stories (one per claim) -------------------------------------------------------
+
+
+def _story_leader_crash(seed: int, config: dict) -> Cluster:
+    plan = FaultPlan((
+        DelayMessages(200, api="fetch", kind="response", count=10**6),
+        KillBroker("leader", on="ack", nth=1),
+    ))
+    cluster = _cluster(seed, config, plan)
+    publish(cluster, message_values(10), _split(config)[1])
+    final_read(cluster)
+    return cluster
+
+
+def _story_isr_shrink(seed: int, config: dict) -> Cluster:
+    # The leader checks its followers every replica.lag.time.max.ms / 2, so cut off
+    # at 0 they leave the ISR at 45 s; the writes come after that.
+    plan = FaultPlan((Isolate(0, at_ms=0), KillBroker(0, at_ms=60_000, lose_disk=True)))
+    cluster = _cluster(seed, config, plan)
+    cluster.world.advance(46_000)
+    publish(cluster, message_values(10), _split(config)[1])
+    final_read(cluster)
+    return cluster
+
+
+def _story_unclean(seed: int, config: dict) -> Cluster:
+    plan = FaultPlan((
+        KillBroker(2, at_ms=0),
+        KillBroker(0, at_ms=10_000), KillBroker(1, at_ms=10_000),
+        RestartBroker(2, at_ms=11_000),
+        RestartBroker(1, at_ms=30_000),
+    ))
+    cluster = _cluster(seed, config, plan)
+    producer_config = _split(config)[1]
+    cluster.world.advance(1)
+    publish(cluster, message_values(10, "before"), producer_config)
+    cluster.world.run(until_ms=12_000)
+    publish(cluster, message_values(10, "after"), producer_config)
+    final_read(cluster)
+    return cluster
+
+
+def _story_lost_ack(seed: int, config: dict) -> Cluster:
+    plan = FaultPlan((DropMessages(api="produce", kind="response", count=1),))
+    cluster = _cluster(seed, config, plan)
+    publish(cluster, message_values(10), _split(config)[1])
+    final_read(cluster)
+    return cluster
+
+
+def _story_in_flight(seed: int, config: dict) -> Cluster:
+    plan = FaultPlan((DropMessages(api="produce", kind="request", count=1),))
+    cluster = _cluster(seed, config, plan)
+    publish(cluster, message_values(10), _split(config)[1], pace_ms=2)
+    final_read(cluster)
+    return cluster
+
+
+def _story_producer_crash(seed: int, config: dict) -> Cluster:
+    plan = FaultPlan((CrashClient("producer.flush", "before", 1),))
+    cluster = _cluster(seed, config, plan)
+    values = message_values(10)
+    if not config.get("app.outbox"):
+        publish(cluster, values, _split(config)[1])
+        publish(cluster, [], _split(config)[1])  # the restarted app has nothing to resend
+    else:
+        with tempfile.TemporaryDirectory() as directory:
+            outbox = Outbox(Path(directory) / "outbox.db")
+            with outbox.transaction() as db:
+                for value in values:
+                    outbox.add(db, value, TOPIC, value)
+            for _attempt in range(MAX_RESTARTS):
+                app = cluster.process("producer-app")
+                for row in outbox.unsent():
+                    cluster.history.record("send", app.name, topic=TOPIC, partition=0,
+                                           key=None, value=row.payload.encode())
+                try:
+                    Relay(outbox, app.producer(_split(config)[1])).run_once()
+                except Crash:
+                    continue
+                if not outbox.unsent():
+                    break
+            outbox.close()
+    final_read(cluster)
+    return cluster
+
+
+def _story_outage(seed: int, config: dict) -> Cluster:
+    plan = FaultPlan(tuple(KillBroker(b, at_ms=0) for b in range(3))
+                     + tuple(RestartBroker(b, at_ms=150_000) for b in range(3)))
+    cluster = _cluster(seed, config, plan)
+    cluster.world.advance(1)
+    publish(cluster, message_values(10), _split(config)[1])
+    final_read(cluster)
+    return cluster
+
+
+def _consumer_story(loop: Callable, crash: CrashClient, processing_ms: int = 0) -> Callable:
+    def story(seed: int, config: dict) -> Cluster:
+        cluster = _cluster(seed, config, FaultPlan((crash,)))
+        seed_topic(cluster, message_values(10))
+        chosen = LOOPS[config["app.loop"]] if "app.loop" in config else loop
+        dedupe = set() if config.get("app.dedupe") else None
+        consume_with_restarts(cluster, chosen, _split(config)[2], processing_ms, dedupe)
+        return cluster
+
+    return story
+
+
+def _story_auto_commit(seed: int, config: dict) -> Cluster:
+    plan = FaultPlan((CrashClient("process", "before", 15),))
+    cluster = _cluster(seed, config, plan)
+    trickle(cluster, message_values(30), every_ms=1_000)
+    loop = buffered_auto_commit if config.get("enable.auto.commit", True) \
+        else buffered_manual_commit
+    consume_with_restarts(cluster, loop, _split(config)[2], processing_ms=100)
+    return cluster
+
+
+# ----- the claims ----------------------------------------------------------------------------
+
+SAFE = {"acks": "all", "replication.factor": 3, "min.insync.replicas": 2}
+
+
+def _claims() -> tuple[Claim, ...]:
+    lost_acked = lambda r: bool(r.lost_acked)  # noqa: E731
+    no_loss = lambda r: not r.lost  # noqa: E731
+    return (
+        Claim(1, "acks=1: the leader dies before followers copy an acknowledged write",
+              _story_leader_crash, (
+                  Variant("failing", {"acks": "1", "replication.factor": 3}, "acked writes lost",
+                          lost_acked),
+                  Variant("fixed", SAFE, "nothing lost", no_loss))),
+        Claim(2, "ISR shrinks to the leader, then the leader and its disk are gone",
+              _story_isr_shrink, (
+                  Variant("failing", {"acks": "all", "replication.factor": 3,
+                                      "min.insync.replicas": 1},
+                          "acked writes lost", lost_acked),
+                  Variant("fixed", SAFE, "NOT_ENOUGH_REPLICAS, no acked write lost",
+                          lambda r: not r.lost_acked
+                          and "NOT_ENOUGH_REPLICAS" in r.errors))),
+        Claim(3, "all ISR members die and a stale follower returns",
+              _story_unclean, (
+                  Variant("failing", {**SAFE, "min.insync.replicas": 1,
+                                      "unclean.leader.election.enable": True},
+                          "acked writes truncated, offsets reused",
+                          lambda r: bool(r.lost_acked) and bool(r.inconsistent_offsets)),
+                  Variant("fixed", {**SAFE, "min.insync.replicas": 1,
+                                    "unclean.leader.election.enable": False},
+                          "offline until an ISR member returns, nothing lost", no_loss))),
+        Claim(4, "a produce response is lost and the producer retries",
+              _story_lost_ack, (
+                  Variant("failing", {"enable.idempotence": False}, "duplicates",
+                          lambda r: bool(r.duplicated)),
+                  Variant("fixed", {"enable.idempotence": True}, "each write once",
+                          lambda r: not r.duplicated and not r.lost),
+                  Variant("retries=0", {"enable.idempotence": False, "retries": 0},
+                          "the app is told it failed, yet the write exists",
+                          lambda r: bool(r.unacked_writes)))),
+        Claim(5, "several requests in flight, one is retried",
+              _story_in_flight, (
+                  Variant("failing", {"enable.idempotence": False, "linger.ms": 0},
+                          "reordered", lambda r: bool(r.reordered)),
+                  Variant("fixed", {"enable.idempotence": True, "linger.ms": 0},
+                          "order kept, no duplicates",
+                          lambda r: not r.reordered and not r.duplicated and not r.lost))),
+        Claim(6, "the producer app crashes with unsent messages in memory",
+              _story_producer_crash, (
+                  Variant("failing", {}, "messages lost", lambda r: bool(r.lost)),
+                  Variant("fixed", {"app.outbox": True}, "outbox resends, nothing lost",
+                          no_loss))),
+        Claim(7, "an outage outlasts retries (delivery.timeout.ms)",
+              _story_outage, (
+                  Variant("failing", {}, "messages lost (_MSG_TIMED_OUT)",
+                          lambda r: bool(r.lost) and "_MSG_TIMED_OUT" in r.errors),
+                  Variant("fixed", {"delivery.timeout.ms": 300_000},
+                          "the cluster is back in time, nothing lost", no_loss))),
+        Claim(8, "the consumer commits, then crashes before processing",
+              _consumer_story(at_most_once, CrashClient("process", "before", 5)), (
+                  Variant("failing", {"enable.auto.commit": False}, "message skipped",
+                          lambda r: bool(r.lost)),
+                  Variant("fixed", {"enable.auto.commit": False, "app.loop": "at_least_once"},
+                          "nothing skipped", no_loss))),
+        Claim(9, "the consumer processes, then crashes before committing",
+              _consumer_story(at_least_once, CrashClient("consumer.commit", "before", 5)), (
+                  Variant("failing", {"enable.auto.commit": False}, "processed twice",
+                          lambda r: bool(r.duplicated) and not r.lost),
+                  Variant("fixed", {"enable.auto.commit": False, "app.dedupe": True},
+                          "an inbox makes it once", lambda r: r.guarantee == "exactly-once"))),
+        Claim(10, "auto-commit with messages buffered for slow bulk processing, then a crash",
+              _story_auto_commit, (
+                  Variant("failing", {"enable.auto.commit": True}, "messages lost",
+                          lambda r: bool(r.lost)),
+                  Variant("fixed", {"enable.auto.commit": False},
+                          "commit after processing, nothing lost", no_loss))),
+    )
+
+
+def claims() -> dict[int, Claim]:
+    """Every claim of the course, by number."""
+    return {claim.number: claim for claim in _claims()}
+
+
+_LOG_CLAIMS = {1, 2, 3, 4, 5, 6, 7}
+
+
+def run(claim: int, variant: str = "failing", seed: int = 0) -> Run:
+    """Play one variant of one claim with a seed; returns the Run with its report."""
+    table = claims()
+    if claim not in table:
+        raise KeyError(f"no claim {claim}; claims are {sorted(table)}")
+    chosen = table[claim].variant(variant)
+    cluster = table[claim].story(seed, dict(chosen.config))
+    report = check(cluster.history, delivered_by="log" if claim in _LOG_CLAIMS else "process")
+    return Run(claim, variant, dict(chosen.config), cluster, report, chosen.expected,
+               chosen.holds(report))
+
+
+def table_rows(seed: int = 0) -> list[dict]:
+    """Every claim and variant played once: the rows of the course's support table."""
+    rows = []
+    for number, claim in claims().items():
+        for variant in claim.variants:
+            result = run(number, variant.name, seed)
+            rows.append({"claim": number, "title": claim.title, "variant": variant.name,
+                         "config": _show(variant.config), "expected": variant.expected,
+                         "holds": result.holds, **result.report.as_dict()})
+    return rows
+
+
+def _show(config: dict) -> str:
+    return ", ".join(f"{k}={'on' if v is True else 'off' if v is False else v}"
+                     for k, v in config.items()) or "defaults"
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows as a fixed-width text table."""
+    header = f"{'#':>2}  {'variant':<9} {'lost':>4} {'dup':>4} {'reord':>5} {'unack':>5}  " \
+             f"{'guarantee':<13} {'as claimed':<10} config / expected"
+    lines = [header, "-" * len(header)]
+    last = None
+    for row in rows:
+        if row["claim"] != last:
+            lines.append(f"{row['claim']:>2}. {row['title']}")
+            last = row["claim"]
+        lines.append(f"{'':>2}  {row['variant']:<9} {row['lost']:>4} {row['duplicated']:>4} "
+                     f"{row['reordered']:>5} {row['unacked_writes']:>5}  "
+                     f"{row['guarantee']:<13} {'yes' if row['holds'] else 'NO':<10} "
+                     f"{row['config']} -> {row['expected']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the claims table; exit 1 if any outcome differs from the claim."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    rows = table_rows(args.seed)
+    print(format_table(rows))
+    return 0 if all(row["holds"] for row in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
