@@ -306,9 +306,9 @@ def _story_producer_crash(seed: int, config: dict) -> Cluster:
     else:
         with tempfile.TemporaryDirectory() as directory:
             outbox = Outbox(Path(directory) / "outbox.db")
-            with outbox.transaction() as db:
+            with outbox.db:
                 for value in values:
-                    outbox.add(db, value, TOPIC, value)
+                    outbox.add(value, TOPIC, value)
             for _attempt in range(MAX_RESTARTS):
                 app = cluster.process("producer-app")
                 for row in outbox.unsent():

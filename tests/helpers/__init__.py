@@ -1,0 +1,1 @@
+"""Programs and helpers the tests run; ``import course_lib`` never loads these."""
