@@ -156,9 +156,16 @@ class Broker:
                 self.world.history.record("dedupe", self.name, topic=tp[0], partition=tp[1],
                                           offset=offset, producer_id=pid,
                                           seq=body["base_seq"])
-                if acks != "0":
-                    self._reply(envelope, {"error": None, "base_offset": offset,
-                                           "duplicate": True})
+                # A retried batch is answered as its original append would be: with
+                # acks=all only once the high watermark covers it. Kafka hands the
+                # duplicate's offsets to the same DelayedProduce as a fresh append
+                # (UnifiedLog.append returns them, ReplicaManager waits for
+                # lastOffset + 1); acking it at once would confirm a write that the
+                # ISR may not have, and a failover could then lose it.
+                if acks == "1":
+                    self._reply(envelope, {"error": None, "base_offset": offset})
+                elif acks == "all":
+                    self._await_replication(tp, offset + len(body["records"]), envelope)
                 return
             if status != "ok":
                 code = (KafkaError.INVALID_PRODUCER_EPOCH if status == "fenced"
@@ -170,17 +177,22 @@ class Broker:
             seq = body["base_seq"] + index if pid >= 0 else -1
             log.append(Record(base + index, key, value, state.epoch, self.world.now_ms,
                               pid, body.get("producer_epoch", -1), seq,
-                              body["base_seq"] if pid >= 0 else -1))
+                              body["base_seq"] if pid >= 0 else -1,
+                              transactional=body.get("transactional", False)))
             self.world.history.record("append", self.name, topic=tp[0], partition=tp[1],
                                       offset=base + index, value=value, epoch=state.epoch)
-        required = log.log_end_offset
         if acks == "1":
             self._reply(envelope, {"error": None, "base_offset": base})
-        elif acks == "all":
-            timer = self._later(body["timeout_ms"], self._expire_pending, tp, envelope)
-            state.pending.append((required, envelope, timer))
         self._advance_high_watermark(tp)
+        if acks == "all":
+            self._await_replication(tp, log.log_end_offset, envelope)
         self._wake_parked(tp)
+
+    def _await_replication(self, tp: tuple[str, int], required: int, envelope) -> None:
+        """Answer an acks=all produce once the high watermark reaches ``required``."""
+        timer = self._later(envelope.body["timeout_ms"], self._expire_pending, tp, envelope)
+        self.leading[tp].pending.append((required, envelope, timer))
+        self._complete_pending(tp)
 
     def _expire_pending(self, tp: tuple[str, int], envelope) -> None:
         state = self.leading.get(tp)
@@ -263,9 +275,32 @@ class Broker:
         if start >= end and not force:
             return False
         records = log.read(start, end, envelope.body["max_records"]) if start < end else []
+        if envelope.body.get("isolation") == "read_committed":
+            records = [r for r in records if not log.is_aborted(r)]
         self._reply(envelope, {"error": None, "records": records,
                                "high_watermark": log.high_watermark,
                                "leader_epoch": self.leading[tp].epoch})
+        return True
+
+    def append_marker(self, tp: tuple[str, int], producer_id: int, producer_epoch: int,
+                      control: str) -> bool:
+        """Write a COMMIT/ABORT control record for a transaction, as its leader.
+
+        The marker carries the coordinator's epoch for the producer, so after a
+        fencing abort every batch of the older instance is refused here.
+        Returns False when this broker does not lead ``tp`` (the coordinator retries).
+        """
+        state = self.leading.get(tp)
+        if state is None:
+            return False
+        log = self.logs[tp]
+        offset = log.log_end_offset
+        log.append(Record(offset, None, None, state.epoch, self.world.now_ms, producer_id,
+                          producer_epoch, control=control, transactional=True))
+        self.world.history.record("marker", self.name, topic=tp[0], partition=tp[1],
+                                  offset=offset, control=control, producer_id=producer_id)
+        self._advance_high_watermark(tp)
+        self._wake_parked(tp)
         return True
 
     def _expire_parked(self, tp: tuple[str, int], envelope) -> None:

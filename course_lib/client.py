@@ -24,10 +24,26 @@ class Client:
         self.process = process
         self.cluster = process.cluster
         self.world = process.cluster.world
-        self.name = name
+        self.name = self._unique(name)
         self.alive = True
         self.incarnation = 0
         self.cluster.network.register(self)
+
+    def _unique(self, name: str) -> str:
+        """A network and group-member identity no other client has.
+
+        ``client.id`` need not be unique in Kafka (a restarted app reuses it),
+        but the toy addresses clients and group members by name: a shared name
+        would hand a dead client's in-flight requests to its successor and make
+        two consumers one group member. Like Kafka's member ids, a repeated
+        ``client.id`` gets a suffix.
+        """
+        taken = self.cluster.network.nodes
+        candidate, number = name, 1
+        while candidate in taken:
+            number += 1
+            candidate = f"{name}-{number}"
+        return candidate
 
     def _enter(self, point: str) -> None:
         """Before an API call: refuse if dead, let the fault plan crash us."""
@@ -102,7 +118,10 @@ class AppProcess:
 
         The fault plan can crash the process before or after the effect, or make
         it raise ProcessingError; ``duration_ms`` of virtual time pass before the
-        effect happens (slow processing lets auto-commit and timers run).
+        effect happens (slow processing lets auto-commit and timers run). An
+        ``effect`` that returns ``False`` deduplicated the message (an inbox
+        already held it): that is recorded as ``dedupe_skip``, not as a second
+        ``process``, so the checker does not count it as a repeat.
         """
         cluster = self.cluster
 
@@ -113,9 +132,9 @@ class AppProcess:
                 cluster.world.advance(duration_ms)
                 self.check_alive(name)
             result = effect(msg) if effect is not None else None
-            cluster.history.record("process", self.name, topic=msg.topic(),
-                                   partition=msg.partition(), offset=msg.offset(),
-                                   value=msg.value())
+            cluster.history.record("dedupe_skip" if result is False else "process", self.name,
+                                   topic=msg.topic(), partition=msg.partition(),
+                                   offset=msg.offset(), value=msg.value())
             self.hook(name, "after")
             return result
 

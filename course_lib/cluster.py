@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from course_lib.broker import Broker
 from course_lib.client import AppProcess
 from course_lib.config import Config, broker_config, topic_config
-from course_lib.coordinator import Coordinator
+from course_lib.coordinator import Coordinator, TransactionCoordinator
 from course_lib.faults import FaultInjector, FaultPlan
 from course_lib.log import PartitionLog
 from course_lib.network import Network
@@ -56,6 +56,7 @@ class Cluster:
         for broker in self.brokers:
             self.network.register(broker)
         self.coordinator = Coordinator(self)
+        self.transactions = TransactionCoordinator(self)
         self.network.register(self.coordinator)
         self.partitions: dict[tuple[str, int], PartitionState] = {}
         self._names: dict[str, int] = {}
@@ -110,15 +111,16 @@ class Cluster:
         return self.brokers[broker_id].name
 
     def visible_end(self, tp: tuple[str, int], log: PartitionLog, isolation: str | None) -> int:
-        """How far a consumer may read: the high watermark (read_uncommitted)."""
-        return log.high_watermark
+        """How far a consumer may read: the HW, or the last stable offset for read_committed."""
+        return log.visible_end(isolation)
 
-    def readable(self, topic: str, partition: int = 0) -> list[bytes | None] | None:
-        """Values a fresh consumer could read now (up to the leader's HW), None if offline."""
+    def readable(self, topic: str, partition: int = 0,
+                 isolation: str = "read_uncommitted") -> list[bytes | None] | None:
+        """Values a fresh consumer with ``isolation`` could read now; None while offline."""
         meta = self.partition((topic, partition))
         if meta.leader is None:
             return None
-        return self.brokers[meta.leader].logs[(topic, partition)].values()
+        return self.brokers[meta.leader].logs[(topic, partition)].values(isolation=isolation)
 
     # ----- controller ----------------------------------------------------------
 
@@ -189,6 +191,15 @@ class Cluster:
                 self._elect(tp, reason=f"broker {broker_id} returned")
             if meta.leader != broker_id:
                 broker.become_follower(tp)
+
+    def install_faults(self, plan: FaultPlan) -> None:
+        """Replace the fault plan, e.g. after setting the stage without faults.
+
+        Call counts start again at zero, so ``CrashClient(point, nth=1)`` means
+        the first such call *after* this point, not one made while seeding data.
+        """
+        self.faults.detach()
+        self.faults = FaultInjector(self, plan)
 
     def settle(self, duration_ms: int = 5_000) -> None:
         """Let replication catch up for a while with no client activity."""

@@ -140,6 +140,7 @@ def keys(scope: str) -> dict[str, Key]:
 def _check_value(key: Key, value: object) -> object:
     if value is None and key.default is None:
         return None
+    given = value  # reported as the user wrote it, e.g. acks=2 rather than '2'
     if key.name == "acks" and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if key.kind is bool:
@@ -157,7 +158,7 @@ def _check_value(key: Key, value: object) -> object:
     if not isinstance(value, str):
         raise ConfigException(key.name, value, "Expected a string")
     if key.choices and value not in key.choices:
-        raise ConfigException(key.name, value, f"String must be one of: {', '.join(key.choices)}")
+        raise ConfigException(key.name, given, f"String must be one of: {', '.join(key.choices)}")
     return value
 
 
@@ -204,7 +205,9 @@ def producer_config(user: Mapping[str, object] | None = None) -> Config:
 
     An *explicit* ``enable.idempotence=True`` with acks other than all, retries=0
     or more than 5 in-flight requests is an error; the *default* silently turns
-    idempotence off instead (KAFKA-13598).
+    idempotence off instead (KAFKA-13598). Likewise an explicit
+    ``delivery.timeout.ms`` below ``linger.ms + request.timeout.ms`` is an error,
+    while the default is raised to that sum.
     """
     config = Config("producer", user)
     conflicts = _idempotence_conflicts(config)
@@ -220,9 +223,13 @@ def producer_config(user: Mapping[str, object] | None = None) -> Config:
             "Must be True (with acks=all) when transactional.id is set")
     floor_ms = config["linger.ms"] + config["request.timeout.ms"]
     if config["delivery.timeout.ms"] < floor_ms:
-        raise ConfigException(
-            "delivery.timeout.ms", config["delivery.timeout.ms"],
-            f"Must be at least linger.ms + request.timeout.ms = {floor_ms}")
+        # Kafka's KafkaProducer.configureDeliveryTimeout: an explicit value that is too
+        # small is an error; the default is raised to linger.ms + request.timeout.ms.
+        if "delivery.timeout.ms" in config.explicit:
+            raise ConfigException(
+                "delivery.timeout.ms", config["delivery.timeout.ms"],
+                f"Must be at least linger.ms + request.timeout.ms = {floor_ms}")
+        config._values["delivery.timeout.ms"] = floor_ms
     return config
 
 

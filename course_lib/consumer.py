@@ -13,8 +13,11 @@ processing handed elsewhere it can lose. (librdkafka commits stored offsets
 from a background timer instead; the notebooks say so.)
 
 Simplifications: metadata and committed-offset lookups are instant; one fetch
-per partition is in flight at a time; ``poll(None)`` waits at most one virtual
-hour so a forgotten timeout cannot spin forever.
+per partition is in flight at a time, and a fetch sent to a broker that no
+longer leads is abandoned (a waiting ``poll()`` looks every
+``METADATA_CHECK_MS``), standing in for the closed connection a real client
+would see; ``poll(None)`` waits at most one virtual hour so a forgotten timeout
+cannot spin forever.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from course_lib.config import consumer_config
 from course_lib.errors import KafkaError, KafkaException, kafka_error
 
 POLL_FOREVER_MS = 3_600_000
+METADATA_CHECK_MS = 100  # how often a waiting poll() looks for a new leader
 
 
 class GroupMetadata:
@@ -105,6 +109,8 @@ class Consumer(Client):
 
     def assignment(self) -> list[TopicPartition]:
         """The partitions this consumer currently reads."""
+        self.process.check_alive("consumer.assignment")
+        self._check_open()
         return [TopicPartition(t, p) for t, p in self._assignment]
 
     def _sync_assignment(self) -> None:
@@ -163,7 +169,10 @@ class Consumer(Client):
         message = self._next_message()
         while message is None and self.world.now_ms < deadline and self.process.alive:
             self._start_fetches()
-            self.world.run(until_ms=deadline, until=self._has_data)
+            # Wake up now and then: a leader that died holding our fetch never answers,
+            # and fresh metadata lets the next _start_fetches() go to its successor.
+            self.world.run(until_ms=min(deadline, self.world.now_ms + METADATA_CHECK_MS),
+                           until=self._has_data)
             self._sync_assignment()
             message = self._next_message()
         self.process.check_alive("consumer.poll")
@@ -201,7 +210,9 @@ class Consumer(Client):
             buffer = self._buffers[tp]
             while buffer:
                 record = buffer.popleft()
-                if record.offset != self._positions[tp]:
+                # Older offsets are stale; a gap is normal under read_committed,
+                # where the broker leaves aborted records out of the response.
+                if record.offset < self._positions[tp]:
                     continue
                 self._positions[tp] = record.offset + 1
                 if record.control is not None:
@@ -215,6 +226,7 @@ class Consumer(Client):
 
     def _start_fetches(self) -> None:
         for tp in self._assignment:
+            self._abandon_stale_fetch(tp)
             if tp in self._fetching or self._buffers[tp]:
                 continue
             leader = self.cluster.partition(tp).leader
@@ -223,7 +235,7 @@ class Consumer(Client):
                 continue
             correlation = self.cluster.network.next_correlation_id()
             self._fetching[tp] = correlation
-            self._requests[correlation] = ("fetch", (tp, self._positions[tp]))
+            self._requests[correlation] = ("fetch", (tp, self._positions[tp], leader))
             self.cluster.network.send(self, self.cluster.broker_name(leader), "fetch", "request", {
                 "topic": tp[0], "partition": tp[1], "fetch_offset": self._positions[tp],
                 "max_wait_ms": self.config["fetch.max.wait.ms"],
@@ -233,6 +245,19 @@ class Consumer(Client):
             timeout_ms = self.config["request.timeout.ms"] + self.config["fetch.max.wait.ms"]
             self.world.call_later(timeout_ms, self._fetch_timed_out, correlation,
                                   self.incarnation)
+
+    def _abandon_stale_fetch(self, tp: tuple[str, int]) -> None:
+        """Forget a fetch sent to a broker that no longer leads ``tp`` (it may be dead).
+
+        Metadata is always fresh here, and a real client also learns of a dead
+        broker at once from its closed connection; without this the consumer
+        would sit out ``request.timeout.ms`` after every leader failover.
+        """
+        correlation = self._fetching.get(tp)
+        request = self._requests.get(correlation) if correlation is not None else None
+        if request is not None and request[1][2] != self.cluster.partition(tp).leader:
+            del self._fetching[tp]
+            del self._requests[correlation]
 
     def _retry_later(self, tp: tuple[str, int]) -> None:
         marker = -self.cluster.network.next_correlation_id()
@@ -248,9 +273,11 @@ class Consumer(Client):
     def _fetch_timed_out(self, correlation: int, incarnation: int) -> None:
         if incarnation != self.incarnation or correlation not in self._requests:
             return
-        _kind, (tp, _offset) = self._requests.pop(correlation)
+        _kind, (tp, _offset, _leader) = self._requests.pop(correlation)
         if self._fetching.get(tp) == correlation:
             del self._fetching[tp]
+            if self.alive and not self.closed:
+                self._start_fetches()  # a lost fetch is re-sent, not left until the next poll
 
     def receive(self, envelope) -> None:
         """A fetch or offset-commit response."""
@@ -261,7 +288,7 @@ class Consumer(Client):
         if kind == "commit":
             self._commit_results[envelope.correlation_id] = envelope.body["error"]
             return
-        tp, fetch_offset = detail
+        tp, fetch_offset, _leader = detail
         if self._fetching.get(tp) == envelope.correlation_id:
             del self._fetching[tp]
         if tp not in self._positions:
@@ -293,7 +320,10 @@ class Consumer(Client):
         """
         self._enter("consumer.commit")
         self._check_open()
-        triples = self._commit_offsets(message, offsets)
+        triples = self._commit_offsets(message, offsets, asynchronous)
+        if not triples and asynchronous:  # nothing to commit: librdkafka returns None
+            self._exit("consumer.commit")
+            return None
         correlation = self._send_commit(triples)
         result = None
         if not asynchronous:
@@ -301,7 +331,8 @@ class Consumer(Client):
         self._exit("consumer.commit")
         return result
 
-    def _commit_offsets(self, message, offsets) -> list[tuple[str, int, int]]:
+    def _commit_offsets(self, message, offsets,
+                        asynchronous: bool = False) -> list[tuple[str, int, int]]:
         if self.group_id is None:
             raise KafkaException(kafka_error(KafkaError._INVALID_ARG,
                                              "commit() needs a group.id"))
@@ -311,8 +342,11 @@ class Consumer(Client):
             return [(tp.topic, tp.partition, tp.offset) for tp in offsets]
         triples = [(t, p, self._positions[(t, p)]) for t, p in self._assignment
                    if (t, p) in self._consumed]
-        if not triples:
-            raise KafkaException(kafka_error(KafkaError._NO_OFFSET))
+        if not triples and not asynchronous:
+            # Only the synchronous call raises; librdkafka hands the asynchronous
+            # _NO_OFFSET to the offset-commit callback, which the toy does not model.
+            raise KafkaException(kafka_error(KafkaError._NO_OFFSET,
+                                             "Commit failed: Local: No offset stored"))
         return triples
 
     def _send_commit(self, triples: list[tuple[str, int, int]]) -> int:
@@ -367,6 +401,7 @@ class Consumer(Client):
 
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """The offset of the next message poll() would return, per partition."""
+        self.process.check_alive("consumer.position")  # a dead process answers nothing
         self._check_open()
         return [TopicPartition(tp.topic, tp.partition,
                                self._positions.get((tp.topic, tp.partition), OFFSET_INVALID))
@@ -396,6 +431,7 @@ class Consumer(Client):
 
     def consumer_group_metadata(self) -> GroupMetadata:
         """Group, generation and member id, for send_offsets_to_transaction."""
+        self.process.check_alive("consumer.consumer_group_metadata")
         return GroupMetadata(self.group_id, self._generation, self.name)
 
     def close(self) -> None:

@@ -92,9 +92,15 @@ class Coordinator:
         group = self.group(body["group"])
         generation = body["generation"]
         error = None
-        if generation >= 0 and body["member"] not in group.members:
+        if generation < 0:
+            # Outside group management (assign(), or an admin tool): Kafka stores such
+            # offsets only while the group has no members, or a live group's offsets
+            # could be overwritten from outside it (ClassicGroup.validateOffsetCommit).
+            if group.members:
+                error = KafkaError.UNKNOWN_MEMBER_ID
+        elif body["member"] not in group.members:
             error = KafkaError.UNKNOWN_MEMBER_ID
-        elif generation >= 0 and generation != group.generation:
+        elif generation != group.generation:
             error = KafkaError.ILLEGAL_GENERATION
         if error is None:
             self.apply_commit(group, body["offsets"], envelope.src)
@@ -107,3 +113,150 @@ class Coordinator:
             group.committed[(topic, partition)] = offset
             self.cluster.history.record("commit", actor, group=group.group_id, topic=topic,
                                         partition=partition, offset=offset)
+
+
+@dataclass
+class Transaction:
+    """The coordinator's record of one transactional.id (KIP-98's transaction log entry)."""
+
+    transactional_id: str
+    producer_id: int
+    epoch: int = 0
+    timeout_ms: int = 60_000
+    state: str = "Empty"  # Empty, Ongoing, CompleteCommit, CompleteAbort
+    number: int = 0
+    partitions: set = field(default_factory=set)
+    offsets: dict = field(default_factory=dict)  # group id -> {(topic, partition): offset}
+
+    @property
+    def label(self) -> str:
+        """``"<transactional.id>#<n>"``, as the producer labels its sends."""
+        return f"{self.transactional_id}#{self.number}"
+
+
+class TransactionCoordinator:
+    """Maps transactional.id to producer id and epoch; ends transactions with markers.
+
+    ``init_producer_id`` is where zombies die: it bumps the epoch, so every
+    request of an older instance is refused, and it aborts whatever transaction
+    that instance left open. Committed consumer offsets sent through a
+    transaction reach the group only when the transaction commits.
+
+    Simplifications (notebook 07): the coordinator never fails; its requests
+    are instant; markers for an offline partition are retried until it returns.
+    """
+
+    MARKER_RETRY_MS = 100
+
+    def __init__(self, cluster) -> None:
+        self.cluster = cluster
+        self.transactions: dict[str, Transaction] = {}
+
+    def __repr__(self) -> str:
+        return f"<TransactionCoordinator ids={sorted(self.transactions)}>"
+
+    def init_producer_id(self, transactional_id: str, timeout_ms: int) -> tuple[int, int]:
+        """Register or re-register an instance: abort its predecessor's work, bump the epoch."""
+        txn = self.transactions.get(transactional_id)
+        if txn is None:
+            txn = Transaction(transactional_id, self.cluster.allocate_producer_id())
+            self.transactions[transactional_id] = txn
+        else:
+            txn.epoch += 1
+            if txn.state == "Ongoing":
+                self._finish(txn, commit=False, reason="fenced by a new instance")
+        txn.timeout_ms = timeout_ms
+        self.cluster.history.record("txn_init", "txn-coordinator",
+                                    transactional_id=transactional_id,
+                                    producer_id=txn.producer_id, epoch=txn.epoch)
+        return txn.producer_id, txn.epoch
+
+    def bump_epoch(self, transactional_id: str) -> tuple[int, int]:
+        """A new epoch for the same instance after an abort left a sequence hole (KIP-360)."""
+        txn = self.transactions[transactional_id]
+        txn.epoch += 1
+        return txn.producer_id, txn.epoch
+
+    def _check(self, transactional_id: str, producer_id: int, epoch: int) -> Transaction | int:
+        txn = self.transactions.get(transactional_id)
+        if txn is None or txn.producer_id != producer_id:
+            return KafkaError.INVALID_PRODUCER_ID_MAPPING
+        if epoch < txn.epoch:
+            return KafkaError.PRODUCER_FENCED
+        return txn
+
+    def _ongoing(self, txn: Transaction) -> None:
+        if txn.state != "Ongoing":
+            txn.state = "Ongoing"
+            txn.number += 1
+            txn.partitions, txn.offsets = set(), {}
+            self.cluster.world.call_later(txn.timeout_ms, self._expire, txn.transactional_id,
+                                          txn.number)
+
+    def add_partition(self, transactional_id: str, producer_id: int, epoch: int,
+                      tp: tuple[str, int]) -> tuple[int | None, int]:
+        """AddPartitionsToTxn: the transaction will need a marker in ``tp``."""
+        txn = self._check(transactional_id, producer_id, epoch)
+        if isinstance(txn, int):
+            return txn, 0
+        self._ongoing(txn)
+        txn.partitions.add(tp)
+        return None, txn.number
+
+    def add_offsets(self, transactional_id: str, producer_id: int, epoch: int,
+                    group_metadata, offsets: list[tuple[str, int, int]]) -> tuple[int | None, int]:
+        """AddOffsetsToTxn + TxnOffsetCommit, with KIP-447's generation check."""
+        txn = self._check(transactional_id, producer_id, epoch)
+        if isinstance(txn, int):
+            return txn, 0
+        group = self.cluster.coordinator.group(group_metadata.group_id)
+        if group_metadata.generation >= 0:
+            if group_metadata.member_id not in group.members:
+                return KafkaError.UNKNOWN_MEMBER_ID, txn.number
+            if group_metadata.generation != group.generation:
+                return KafkaError.ILLEGAL_GENERATION, txn.number
+        self._ongoing(txn)
+        pending = txn.offsets.setdefault(group.group_id, {})
+        for topic, partition, offset in offsets:
+            pending[(topic, partition)] = offset
+        return None, txn.number
+
+    def end(self, transactional_id: str, producer_id: int, epoch: int,
+            commit: bool) -> tuple[int | None, None]:
+        """EndTxn: write COMMIT or ABORT markers, and on commit apply the offsets."""
+        txn = self._check(transactional_id, producer_id, epoch)
+        if isinstance(txn, int):
+            return txn, None
+        if txn.state == "Ongoing":
+            self._finish(txn, commit, reason="requested by the producer")
+        return None, None
+
+    def _finish(self, txn: Transaction, commit: bool, reason: str) -> None:
+        control = "COMMIT" if commit else "ABORT"
+        for tp in sorted(txn.partitions):
+            self._write_marker(tp, txn.producer_id, txn.epoch, control)
+        if commit:
+            for group_id, offsets in sorted(txn.offsets.items()):
+                group = self.cluster.coordinator.group(group_id)
+                self.cluster.coordinator.apply_commit(
+                    group, [(t, p, o) for (t, p), o in sorted(offsets.items())],
+                    txn.transactional_id)
+        txn.state = "CompleteCommit" if commit else "CompleteAbort"
+        self.cluster.history.record("txn_end", "txn-coordinator", txn=txn.label,
+                                    outcome=control.lower(), reason=reason,
+                                    partitions=[f"{t}-{p}" for t, p in sorted(txn.partitions)])
+
+    def _write_marker(self, tp: tuple[str, int], producer_id: int, epoch: int,
+                      control: str) -> None:
+        leader = self.cluster.partition(tp).leader
+        if leader is None or not self.cluster.brokers[leader].append_marker(
+                tp, producer_id, epoch, control):
+            self.cluster.world.call_later(self.MARKER_RETRY_MS, self._write_marker, tp,
+                                          producer_id, epoch, control)
+
+    def _expire(self, transactional_id: str, number: int) -> None:
+        """transaction.timeout.ms passed: abort, and bump the epoch to fence the producer."""
+        txn = self.transactions[transactional_id]
+        if txn.state == "Ongoing" and txn.number == number:
+            txn.epoch += 1
+            self._finish(txn, commit=False, reason="transaction.timeout.ms expired")

@@ -56,13 +56,19 @@ _INDEFINITE = frozenset(
 _FATAL = frozenset({KafkaError.PRODUCER_FENCED, KafkaError._FENCED})
 
 
-def kafka_error(code: int, reason: str | None = None) -> KafkaError:
-    """Build a KafkaError with Kafka's retriable/fatal flags for ``code``."""
+def kafka_error(code: int, reason: str | None = None,
+                txn_requires_abort: bool = False) -> KafkaError:
+    """Build a KafkaError with Kafka's retriable/fatal flags for ``code``.
+
+    ``txn_requires_abort`` marks an *abortable* transactional error: the
+    transaction cannot commit, but the producer survives an abort_transaction().
+    """
     return KafkaError(
         code,
         reason,
         fatal=code in _FATAL,
         retriable=code in _RETRIABLE,
+        txn_requires_abort=txn_requires_abort,
     )
 
 

@@ -208,10 +208,19 @@ class FaultInjector:
         self._seen: dict[str, int] = {}
         self._message_counts: dict[int, int] = {}
         self._triggered: set[int] = set()
+        self._isolations: dict[str, int] = {}  # broker name -> Isolate faults now in force
         for index, fault in enumerate(plan.faults):
             self._arm(index, fault)
+        self.attached = True
         cluster.network.filters.append(self._filter)
         self.world.history.subscribe(self._on_event)
+
+    def detach(self) -> None:
+        """Stop applying this plan (timed faults already scheduled are disarmed too)."""
+        self.cluster.network.filters.remove(self._filter)
+        self.world.history.unsubscribe(self._on_event)
+        self.plan = FaultPlan()
+        self.attached = False
 
     def _arm(self, index: int, fault) -> None:
         if isinstance(fault, Isolate):
@@ -230,6 +239,8 @@ class FaultInjector:
                 self.world.call_later(0, self._fire, index, fault)
 
     def _fire(self, index: int, fault) -> None:
+        if not self.attached:
+            return
         self._triggered.add(index)
         self.world.history.record("fault", "nemesis", fault=repr(fault))
         if isinstance(fault, KillBroker):
@@ -243,13 +254,20 @@ class FaultInjector:
             self.cluster.restart_broker(fault.broker)
 
     def _isolate(self, fault: Isolate, cut: bool) -> None:
+        if not self.attached:
+            return
         self.world.history.record("fault", "nemesis", fault=repr(fault),
                                   action="isolate" if cut else "heal")
         name = self.cluster.broker_name(fault.broker)
+        self._isolations[name] = max(0, self._isolations.get(name, 0) + (1 if cut else -1))
         for other in self.cluster.brokers:
-            if other.name != name:
-                (self.cluster.network.disconnect if cut else self.cluster.network.reconnect)(
-                    name, other.name)
+            if other.name == name:
+                continue
+            if cut:
+                self.cluster.network.disconnect(name, other.name)
+            elif not self._isolations[name] and not self._isolations.get(other.name):
+                # Heal only links no other Isolate still holds cut.
+                self.cluster.network.reconnect(name, other.name)
 
     def _filter(self, envelope) -> tuple[int, int]:
         copies, delay_ms = 1, 0

@@ -55,6 +55,10 @@ class History:
         """Call ``listener(event)`` after every recorded event."""
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Callable[[Event], None]) -> None:
+        """Stop calling ``listener``."""
+        self._listeners.remove(listener)
+
     def of_kind(self, *kinds: str) -> Iterator[Event]:
         """The events of the given kinds, in order."""
         return (event for event in self.events if event.kind in kinds)

@@ -11,6 +11,15 @@ small indexes that Kafka also keeps and that carry the course's hardest lessons:
 * the **producer state**: for each producer id, its epoch and its last five
   batches' sequence numbers, so a retried batch is acknowledged without being
   written twice. Kafka rebuilds it from the log after truncation; so do we.
+* the **transaction index**: where each producer's open transaction began, and
+  the offset ranges of aborted ones. The first open transaction bounds the
+  *last stable offset* (LSO), the end of what ``read_committed`` may read, and
+  the aborted ranges are what it must skip. A COMMIT/ABORT marker closes a
+  transaction, and carries the coordinator's epoch, which fences older ones.
+
+Simplification: Kafka lets the read_committed consumer drop aborted records
+using the aborted-transaction list in each fetch response; here the leader
+leaves them out of the response (the offsets they held are simply skipped).
 """
 
 from __future__ import annotations
@@ -67,6 +76,8 @@ class PartitionLog:
         self.high_watermark = 0
         self.epochs: list[tuple[int, int]] = []  # (leader epoch, start offset), ascending
         self.producers: dict[int, ProducerState] = {}
+        self.ongoing: dict[int, int] = {}  # producer id -> first offset of its open transaction
+        self.aborted: list[tuple[int, int, int]] = []  # (producer id, first offset, marker)
 
     def __repr__(self) -> str:
         return (f"<PartitionLog leo={self.log_end_offset} hw={self.high_watermark} "
@@ -93,9 +104,24 @@ class PartitionLog:
             raise ValueError(f"append at {record.offset}, log end is {self.log_end_offset}")
         self.start_epoch(record.leader_epoch)
         self.records.append(record)
-        if record.producer_id >= 0 and record.control is None:
-            self._remember(record)
+        self._index(record)
         return record
+
+    def _index(self, record: Record) -> None:
+        """Update the producer state and the transaction index for one new record."""
+        if record.producer_id < 0:
+            return
+        if record.control is None:
+            self._remember(record)
+            if record.transactional:
+                self.ongoing.setdefault(record.producer_id, record.offset)
+            return
+        state = self.producers.get(record.producer_id)
+        if state is None or record.producer_epoch > state.epoch:
+            self.producers[record.producer_id] = ProducerState(record.producer_epoch)
+        first = self.ongoing.pop(record.producer_id, None)
+        if record.control == "ABORT" and first is not None:
+            self.aborted.append((record.producer_id, first, record.offset))
 
     def _remember(self, record: Record) -> None:
         state = self.producers.get(record.producer_id)
@@ -129,18 +155,25 @@ class PartitionLog:
         return "out_of_order", -1
 
     def truncate(self, offset: int) -> list[Record]:
-        """Drop every record at or after ``offset``; returns what was dropped."""
+        """Drop every record at or after ``offset``; returns what was dropped.
+
+        Epochs that start at or after the new log end go too, even when no record
+        does: a replica that led an epoch but wrote nothing in it before losing
+        leadership must forget that epoch, or it keeps presenting it to the new
+        leader, which never heard of it, and never gets past truncation (Kafka's
+        ``UnifiedLog.truncateTo`` and ``LeaderEpochFileCache.truncateFromEnd``).
+        """
+        end = min(offset, self.log_end_offset)
+        while self.epochs and self.epochs[-1][1] >= end:
+            self.epochs.pop()
         if offset >= self.log_end_offset:
             return []
         dropped = self.records[offset:]
         del self.records[offset:]
-        while self.epochs and self.epochs[-1][1] > offset:
-            self.epochs.pop()
         self.high_watermark = min(self.high_watermark, offset)
-        self.producers = {}
+        self.producers, self.ongoing, self.aborted = {}, {}, []
         for record in self.records:
-            if record.producer_id >= 0 and record.control is None:
-                self._remember(record)
+            self._index(record)
         return dropped
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
@@ -158,11 +191,33 @@ class PartitionLog:
             end = self.epochs[index + 1][1] if has_next else self.log_end_offset
         return found_epoch, end
 
+    @property
+    def last_stable_offset(self) -> int:
+        """Below this no transaction is still open: the end of what read_committed sees."""
+        if not self.ongoing:
+            return self.high_watermark
+        return min(self.high_watermark, min(self.ongoing.values()))
+
+    def is_aborted(self, record: Record) -> bool:
+        """Whether ``record`` belongs to a transaction that ended in an ABORT marker."""
+        return record.control is None and any(
+            pid == record.producer_id and first <= record.offset < marker
+            for pid, first, marker in self.aborted)
+
+    def visible_end(self, isolation: str | None) -> int:
+        """How far a consumer with ``isolation`` may read: the LSO or the high watermark."""
+        if isolation == "read_committed":
+            return self.last_stable_offset
+        return self.high_watermark
+
     def read(self, start: int, stop: int, limit: int) -> list[Record]:
         """Records from ``start`` up to (not including) ``stop``, at most ``limit``."""
         return self.records[start:min(stop, start + limit)]
 
-    def values(self, stop: int | None = None) -> list[bytes | None]:
-        """The data records' values below ``stop`` (default: the high watermark)."""
-        stop = self.high_watermark if stop is None else stop
-        return [r.value for r in self.records[:stop] if r.control is None]
+    def values(self, stop: int | None = None,
+               isolation: str = "read_uncommitted") -> list[bytes | None]:
+        """The data records' values a consumer with ``isolation`` could read below ``stop``."""
+        stop = self.visible_end(isolation) if stop is None else stop
+        committed_only = isolation == "read_committed"
+        return [r.value for r in self.records[:stop]
+                if r.control is None and not (committed_only and self.is_aborted(r))]

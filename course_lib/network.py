@@ -88,7 +88,8 @@ class Network:
         copies, delay_ms = 1, self.latency_ms
         for message_filter in self.filters:
             more_copies, extra_ms = message_filter(envelope)
-            copies = min(copies, more_copies) if more_copies == 0 else max(copies, more_copies)
+            # A drop by any filter is final; otherwise the most copies asked for win.
+            copies = 0 if 0 in (copies, more_copies) else max(copies, more_copies)
             delay_ms += extra_ms
         for _ in range(copies):
             self.world.call_later(delay_ms, self._arrive, envelope)

@@ -9,13 +9,17 @@ report; the notebooks draw these runs and the tests assert their outcomes.
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from confluent_kafka import TopicPartition
+
 from course_lib.checker import Report, check
 from course_lib.cluster import Cluster
+from course_lib.errors import KafkaException
 from course_lib.faults import (
     Crash,
     CrashClient,
@@ -27,7 +31,7 @@ from course_lib.faults import (
     ProcessingError,
     RestartBroker,
 )
-from course_lib.outbox import Outbox, Relay
+from course_lib.outbox import Inbox, Outbox, Relay
 
 TOPIC = "events"
 GROUP = "app"
@@ -119,7 +123,7 @@ def publish(cluster: Cluster, values: list[str], producer_config: dict,
         pass
 
 
-def final_read(cluster: Cluster) -> None:
+def final_read(cluster: Cluster, isolation: str = "read_committed") -> None:
     """Heal every fault, let replication settle, and record what a reader can see.
 
     Faults already due (say, a kill triggered by the last acknowledgement) play
@@ -133,26 +137,28 @@ def final_read(cluster: Cluster) -> None:
             cluster.restart_broker(broker.id)
     cluster.settle(SETTLE_MS)
     for partition in cluster.partitions_of(TOPIC):
-        values = cluster.readable(TOPIC, partition)
+        values = cluster.readable(TOPIC, partition, isolation)
         cluster.history.record("final_read", "checker", topic=TOPIC, partition=partition,
-                               values=values or [])
+                               isolation=isolation, values=values or [])
 
 
 def consume_with_restarts(cluster: Cluster, loop: Callable, consumer_config: dict,
-                          processing_ms: int = 0, dedupe: set | None = None) -> int:
+                          processing_ms: int = 0, dedupe: set | None = None,
+                          inbox: Inbox | None = None, effect: Callable | None = None) -> int:
     """Run a consumer application until it finishes, restarting it after each crash.
 
     A restart is a new process with a new consumer in the same group, so it
-    resumes at the group's committed offset. ``dedupe`` is a set that outlives
-    the process (it stands for a database table): with it, processing skips
-    messages whose value it already holds, as an inbox does.
+    resumes at the group's committed offset. What outlives the process stands
+    for a database: ``dedupe`` (a set of seen values), an SQLite ``inbox``, or
+    whatever ``effect`` writes. With either dedupe form, processing a message
+    already seen records a ``dedupe_skip`` instead of a second effect.
     """
     config = {"group.id": GROUP, "auto.offset.reset": "earliest", **consumer_config}
     for restarts in range(MAX_RESTARTS + 1):
         app = cluster.process("consumer-app")
         consumer = app.consumer(config)
-        process = app.processor(duration_ms=processing_ms) if dedupe is None else \
-            _deduplicating(app, processing_ms, dedupe)
+        process = app.processor(effect=_effect(effect, dedupe, inbox),
+                                duration_ms=processing_ms)
         try:
             consumer.subscribe([TOPIC])
             loop(consumer, process)
@@ -163,18 +169,19 @@ def consume_with_restarts(cluster: Cluster, loop: Callable, consumer_config: dic
     return MAX_RESTARTS
 
 
-def _deduplicating(app, processing_ms: int, seen: set) -> Callable:
-    effect = app.processor(duration_ms=processing_ms)
+def _effect(effect: Callable | None, seen: set | None, inbox: Inbox | None) -> Callable | None:
+    """Compose the side effect with deduplication; returning False means "skipped"."""
+    if seen is not None:
+        def remember(msg) -> bool:
+            if msg.value() in seen:
+                return False
+            seen.add(msg.value())
+            return True
 
-    def process(msg) -> None:
-        if msg.value() in seen:
-            app.cluster.history.record("dedupe_skip", app.name, value=msg.value(),
-                                       offset=msg.offset())
-            return
-        effect(msg)
-        seen.add(msg.value())
-
-    return process
+        return remember
+    if inbox is not None:
+        return lambda msg: inbox.handle(msg.value().decode(), lambda _db: None)
+    return effect
 
 
 def at_most_once(consumer, process) -> None:
@@ -341,7 +348,7 @@ def _consumer_story(loop: Callable, crash: CrashClient, processing_ms: int = 0) 
         seed_topic(cluster, message_values(10))
         chosen = LOOPS[config["app.loop"]] if "app.loop" in config else loop
         dedupe = set() if config.get("app.dedupe") else None
-        consume_with_restarts(cluster, chosen, _split(config)[2], processing_ms, dedupe)
+        consume_with_restarts(cluster, chosen, _split(config)[2], processing_ms, dedupe=dedupe)
         return cluster
 
     return story
@@ -355,6 +362,144 @@ def _story_auto_commit(seed: int, config: dict) -> Cluster:
         else buffered_manual_commit
     consume_with_restarts(cluster, loop, _split(config)[2], processing_ms=100)
     return cluster
+
+
+def _transactional(config: dict) -> bool:
+    return "transactional.id" in config
+
+
+def _story_producer_restart(seed: int, config: dict) -> Cluster:
+    """The app sends a batch, crashes before noting its progress, and sends it again."""
+    cluster = _cluster(seed, config, FaultPlan((CrashClient("producer.flush", "after", 1),)))
+    values = message_values(10)
+    for _attempt in range(MAX_RESTARTS):
+        producer = cluster.process("producer-app").producer(_split(config)[1])
+        try:
+            if _transactional(config):
+                producer.init_transactions()
+                producer.begin_transaction()
+            for value in values:
+                producer.produce(TOPIC, value)
+            producer.flush()
+            if _transactional(config):
+                producer.commit_transaction()
+            break
+        except Crash:
+            continue
+    final_read(cluster)
+    return cluster
+
+
+def _story_zombie(seed: int, config: dict) -> Cluster:
+    """Instance A stalls mid-batch; B takes over the same work; then A wakes up."""
+    cluster = _cluster(seed, config, FaultPlan())
+    values = message_values(10)
+    settings = _split(config)[1]
+    zombie = cluster.process("instance-a").producer(settings)
+    if _transactional(config):
+        zombie.init_transactions()
+        zombie.begin_transaction()
+    for value in values[:5]:
+        zombie.produce(TOPIC, value)
+    zombie.flush()
+    cluster.history.record("note", "instance-a", text="stalls (a long GC pause)")
+    successor = cluster.process("instance-b").producer(settings)
+    if _transactional(config):
+        successor.init_transactions()
+        successor.begin_transaction()
+    for value in values:
+        successor.produce(TOPIC, value)
+    successor.flush()
+    if _transactional(config):
+        successor.commit_transaction()
+    cluster.history.record("note", "instance-a", text="wakes up and carries on")
+    try:
+        for value in values[5:]:
+            zombie.produce(TOPIC, value)
+        zombie.flush()
+        if _transactional(config):
+            zombie.commit_transaction()
+    except KafkaException as error:
+        cluster.history.record("note", "instance-a", text=f"stopped by {error.args[0].name()}")
+    final_read(cluster)
+    return cluster
+
+
+def _story_aborted_read(seed: int, config: dict) -> Cluster:
+    """One transaction aborts, the next commits; a consumer reads the topic."""
+    cluster = _cluster(seed, config, FaultPlan())
+    producer = cluster.process("producer-app").producer({"transactional.id": "writer"})
+    producer.init_transactions()
+    for values, commit in ((message_values(5, "aborted"), False), (message_values(5), True)):
+        producer.begin_transaction()
+        for value in values:
+            producer.produce(TOPIC, value)
+        producer.flush()
+        (producer.commit_transaction if commit else producer.abort_transaction)()
+    consume_with_restarts(cluster, at_least_once, _split(config)[2])
+    return cluster
+
+
+def _story_relay_crash(seed: int, config: dict) -> Cluster:
+    """The relay publishes, dies before marking the rows sent, and publishes again."""
+    cluster = _cluster(seed, config, FaultPlan((CrashClient("producer.flush", "after", 1),)))
+    with tempfile.TemporaryDirectory() as directory:
+        outbox = Outbox(Path(directory) / "shop.db")
+        with outbox.db:
+            for value in message_values(10):
+                outbox.add(value, TOPIC, value)
+        for _attempt in range(MAX_RESTARTS):
+            app = cluster.process("relay")
+            try:
+                Relay(outbox, app.producer({})).run_once()
+            except Crash:
+                continue
+            break
+        inbox = Inbox(outbox.db) if config.get("app.inbox") else None
+        consume_with_restarts(cluster, at_least_once, {"enable.auto.commit": False},
+                              inbox=inbox)
+        outbox.close()
+    return cluster
+
+
+def _story_offsets_with_results(seed: int, config: dict) -> Cluster:
+    """Results go to a database; the crash falls between that write and the offset commit."""
+    plan = FaultPlan((CrashClient("consumer.commit", "before", 5),
+                      CrashClient("process", "after", 8)))
+    cluster = _cluster(seed, config, plan)
+    seed_topic(cluster, message_values(10))
+    with tempfile.TemporaryDirectory() as directory:
+        db = sqlite3.connect(Path(directory) / "results.db")
+        with db:
+            db.execute("CREATE TABLE results (value TEXT, source_offset INTEGER)")
+            db.execute("CREATE TABLE offsets (partition INTEGER PRIMARY KEY, next INTEGER)")
+        loop = _offsets_in_database(db) if config.get("app.offsets_in_db") else at_least_once
+        consume_with_restarts(cluster, loop, {"enable.auto.commit": False},
+                              effect=_store_result(db, config.get("app.offsets_in_db")))
+        db.close()
+    return cluster
+
+
+def _store_result(db: sqlite3.Connection, with_offset: bool) -> Callable:
+    def effect(msg) -> None:
+        with db:
+            db.execute("INSERT INTO results VALUES (?, ?)", (msg.value(), msg.offset()))
+            if with_offset:
+                db.execute("INSERT OR REPLACE INTO offsets VALUES (?, ?)",
+                           (msg.partition(), msg.offset() + 1))
+
+    return effect
+
+
+def _offsets_in_database(db: sqlite3.Connection) -> Callable:
+    def loop(consumer, process) -> None:
+        """Start where the database says, not where the group committed."""
+        row = db.execute("SELECT next FROM offsets WHERE partition = 0").fetchone()
+        consumer.seek(TopicPartition(TOPIC, 0, row[0] if row else 0))
+        while (msg := consumer.poll(1.0)) is not None:
+            process(msg)
+
+    return loop
 
 
 # ----- the claims ----------------------------------------------------------------------------
@@ -433,6 +578,41 @@ def _claims() -> tuple[Claim, ...]:
                           lambda r: bool(r.lost)),
                   Variant("fixed", {"enable.auto.commit": False},
                           "commit after processing, nothing lost", no_loss))),
+        Claim(11, "the producer app restarts and resends what it is unsure of",
+              _story_producer_restart, (
+                  Variant("failing", {"enable.idempotence": True},
+                          "duplicates: a new producer id defeats idempotence",
+                          lambda r: bool(r.duplicated)),
+                  Variant("fixed", {"transactional.id": "sender"},
+                          "the old transaction is aborted; read_committed sees each once",
+                          lambda r: r.guarantee == "exactly-once"))),
+        Claim(12, "a stalled instance (zombie) wakes up after its successor took over",
+              _story_zombie, (
+                  Variant("failing", {"enable.idempotence": True}, "duplicates",
+                          lambda r: bool(r.duplicated)),
+                  Variant("fixed", {"transactional.id": "worker"},
+                          "the zombie is fenced by its epoch; each once",
+                          lambda r: r.guarantee == "exactly-once"))),
+        Claim(13, "a transaction aborts; what does a consumer see?",
+              _story_aborted_read, (
+                  Variant("failing", {"isolation.level": "read_uncommitted"},
+                          "aborted reads", lambda r: bool(r.aborted_reads)),
+                  Variant("fixed", {"isolation.level": "read_committed"},
+                          "only committed records",
+                          lambda r: not r.aborted_reads and not r.lost))),
+        Claim(14, "the outbox relay crashes between publishing and marking rows sent",
+              _story_relay_crash, (
+                  Variant("failing", {}, "republished rows processed twice",
+                          lambda r: bool(r.duplicated) and not r.lost),
+                  Variant("fixed", {"app.inbox": True}, "the inbox makes it once",
+                          lambda r: r.guarantee == "exactly-once"))),
+        Claim(15, "results go to a database; the consumer crashes before committing",
+              _story_offsets_with_results, (
+                  Variant("failing", {}, "results written twice",
+                          lambda r: bool(r.duplicated) and not r.lost),
+                  Variant("fixed", {"app.offsets_in_db": True},
+                          "offsets stored with results: exactly once",
+                          lambda r: r.guarantee == "exactly-once"))),
     )
 
 
@@ -441,7 +621,7 @@ def claims() -> dict[int, Claim]:
     return {claim.number: claim for claim in _claims()}
 
 
-_LOG_CLAIMS = {1, 2, 3, 4, 5, 6, 7}
+_LOG_CLAIMS = {1, 2, 3, 4, 5, 6, 7, 11, 12}
 
 
 def run(claim: int, variant: str = "failing", seed: int = 0) -> Run:
@@ -476,7 +656,8 @@ def _show(config: dict) -> str:
 def format_table(rows: list[dict]) -> str:
     """The rows as a fixed-width text table."""
     header = f"{'#':>2}  {'variant':<9} {'lost':>4} {'(acked)':>7} {'dup':>4} {'reord':>5} " \
-             f"{'unack':>5}  {'guarantee':<13} {'as claimed':<10} config -> expected"
+             f"{'unack':>5} {'abrt':>4}  {'guarantee':<13} {'as claimed':<10} " \
+             "config -> expected"
     lines = [header, "-" * len(header)]
     last = None
     for row in rows:
@@ -485,7 +666,8 @@ def format_table(rows: list[dict]) -> str:
             last = row["claim"]
         lines.append(f"{'':>2}  {row['variant']:<9} {row['lost']:>4} "
                      f"{'(' + str(row['lost_acked']) + ')':>7} {row['duplicated']:>4} "
-                     f"{row['reordered']:>5} {row['unacked_writes']:>5}  "
+                     f"{row['reordered']:>5} {row['unacked_writes']:>5} "
+                     f"{row['aborted_reads']:>4}  "
                      f"{row['guarantee']:<13} {'yes' if row['holds'] else 'NO':<10} "
                      f"{row['config']} -> {row['expected']}")
     return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""Which benchmark groups the project can support yet, decided when the benchmark runs.
+
+Grading (issue 4), widgets and notebooks (issue 5) and transactions (issue 3)
+land after this package. Rather than fake a number or crash, a group whose
+code is missing reports a ``status`` saying what is missing, checked at run
+time, so the JSON and the table change by themselves when the code lands. A
+group whose code has landed but whose benchmark is not written yet says that
+instead: "pending", with where to add it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from course_lib.producer import Producer
+
+
+def module_exists(name: str) -> bool:
+    """True when ``name`` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def not_available(reason: str) -> dict:
+    """A group (or part) that cannot be measured yet, and why."""
+    return {"status": f"not available: {reason}"}
+
+
+def pending(reason: str) -> dict:
+    """A group whose code exists but whose benchmark is still to be written."""
+    return {"status": f"pending: {reason}"}
+
+
+def transactional_scenario() -> dict:
+    """Group 2, second part: transactional scenario runs per second."""
+    if not hasattr(Producer, "init_transactions"):
+        return not_available("course_lib.producer.Producer has no init_transactions yet "
+                             "(issue 3)")
+    return pending("Producer.init_transactions exists; add a transactional run beside "
+                   "benchmarks/at_least_once.py and time it in scenario_throughput.py")
+
+
+def grading_cost() -> dict:
+    """Group 3: autograde wall time per reference solution against a one-cell floor."""
+    if not module_exists("course_lib.grading"):
+        return not_available("course_lib.grading does not exist yet (issue 4)")
+    return pending("course_lib.grading exists; add benchmarks/grading.py timing "
+                   "`nbgrader autograde` of each solutions/<ps> notebook beside a trivial "
+                   "one-cell notebook")
+
+
+def widget_latency() -> dict:
+    """Group 4: median and p95 of the default config-panel callback."""
+    if not module_exists("course_lib.widgets"):
+        return not_available("course_lib.widgets does not exist yet (issue 5)")
+    return pending("course_lib.widgets exists; time its default config-panel callback "
+                   "(re-simulate + redraw), median and p95, in benchmarks/widgets.py")

@@ -1,0 +1,51 @@
+"""Group 2: complete scenario runs per second, the unit a learner and the grader wait for.
+
+Runs per second depend on the machine, so each figure is also expressed in
+units of the bare World loop measured in the same process run: how many
+no-op events the engine could have run in the time one scenario took, and
+how fast the scenario's own events go compared to no-op ones. Those two
+numbers move only when course_lib's code changes, not when the machine does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from benchmarks.at_least_once import run_at_least_once
+from benchmarks.availability import transactional_scenario
+from benchmarks.settings import Settings
+from benchmarks.timing import Timing, measure, rate, same_every_time
+
+
+def relative_to_null_loop(timing: Timing, events: int, baseline: dict) -> dict:
+    """A run's cost in bare-World-event units (same process run, so machine-independent)."""
+    null_events_per_s = baseline["world"]["events_per_s"]
+    return {
+        "cost_in_null_events": timing.median_s * null_events_per_s,
+        "slowdown_per_event_vs_null_loop": null_events_per_s * timing.median_s / events,
+    }
+
+
+def at_least_once_throughput(settings: Settings, baseline: dict) -> dict:
+    """Runs/s of the at-least-once scenario (one consumer crash, checker included)."""
+    messages = settings.scenario_messages
+    timing, results = measure(lambda: run_at_least_once(messages, settings.seed),
+                              settings.scenario_repeats, settings.warmup)
+    run = same_every_time(results, "at-least-once scenario")
+    return {
+        "status": "measured",
+        "scenario": f"{messages} messages, 3 brokers, one consumer crash before a commit, "
+                    "process-then-commit loop, restart, checker",
+        **asdict(run),
+        **rate(1, timing, "runs"),
+        **rate(run.events, timing, "events"),
+        **relative_to_null_loop(timing, run.events, baseline),
+        "baseline": "world null loop (same process run)",
+        "timing": timing.as_dict(),
+    }
+
+
+def measure_scenario_throughput(settings: Settings, baseline: dict) -> dict:
+    """Group 2: the at-least-once scenario, and the transactional one when it exists."""
+    return {"at_least_once": at_least_once_throughput(settings, baseline),
+            "transactional": transactional_scenario()}
