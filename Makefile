@@ -1,7 +1,7 @@
 # Delivery Semantics Lab: newcomer commands.
 #   make lab    create .venv if needed, install, open JupyterLab on notebooks/
 #   make test   create .venv if needed, install, lint, run the whole test suite
-#   make bench  create .venv if needed, install, run the benchmarks (prints JSON)
+#   make bench  create .venv if needed, install, run the benchmarks (table + JSON file)
 #   make lint   ruff over course_lib, tests and benchmarks
 #   make clean  remove .venv and caches
 
