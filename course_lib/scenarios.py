@@ -13,6 +13,7 @@ import sqlite3
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from confluent_kafka import TopicPartition
@@ -198,8 +199,13 @@ def at_least_once(consumer, process) -> None:
         consumer.commit(message=msg, asynchronous=False)
 
 
-def buffered_auto_commit(consumer, process, batch: int = 10) -> None:
-    """Collect messages in memory and process them in bulk; auto-commit does the rest."""
+def buffered(consumer, process, batch: int = 10, commit: bool = False) -> None:
+    """Collect messages in memory and process them in bulk.
+
+    With ``commit=False`` only auto-commit records progress, and it may commit
+    messages still waiting in memory; with ``commit=True`` the loop commits
+    after each processed batch.
+    """
     pending = []
     while True:
         msg = consumer.poll(2.0)
@@ -208,22 +214,8 @@ def buffered_auto_commit(consumer, process, batch: int = 10) -> None:
         if len(pending) >= batch or (msg is None and pending):
             for item in pending:
                 process(item)
-            pending.clear()
-        if msg is None:
-            return
-
-
-def buffered_manual_commit(consumer, process, batch: int = 10) -> None:
-    """The same bulk processing, committing only after a batch is processed."""
-    pending = []
-    while True:
-        msg = consumer.poll(2.0)
-        if msg is not None:
-            pending.append(msg)
-        if len(pending) >= batch or (msg is None and pending):
-            for item in pending:
-                process(item)
-            consumer.commit(message=pending[-1], asynchronous=False)
+            if commit:
+                consumer.commit(message=pending[-1], asynchronous=False)
             pending.clear()
         if msg is None:
             return
@@ -358,8 +350,8 @@ def _story_auto_commit(seed: int, config: dict) -> Cluster:
     plan = FaultPlan((CrashClient("process", "before", 15),))
     cluster = _cluster(seed, config, plan)
     trickle(cluster, message_values(30), every_ms=1_000)
-    loop = buffered_auto_commit if config.get("enable.auto.commit", True) \
-        else buffered_manual_commit
+    manual = not config.get("enable.auto.commit", True)
+    loop = partial(buffered, commit=manual)
     consume_with_restarts(cluster, loop, _split(config)[2], processing_ms=100)
     return cluster
 
