@@ -12,6 +12,13 @@ Simplifications, all stated in the notebooks: one request carries one batch
 for one partition; the controller (``Cluster``) is always available and learns
 of a crash at once; a fetch that finds nothing waits at the leader for up to
 ``replica.fetch.wait.max.ms`` (or the consumer's ``fetch.max.wait.ms``).
+
+Known difference from Kafka 3.7+: the high watermark still advances while the
+ISR is smaller than ``min.insync.replicas``, as it did before KAFKA-15583
+("strict min ISR", KIP-966). Current Kafka freezes it instead, so there an
+acks=all write whose ISR shrinks after the append times out rather than
+failing with NOT_ENOUGH_REPLICAS_AFTER_APPEND, and acks=0/1 writes stay
+invisible to consumers until the ISR grows back.
 """
 
 from __future__ import annotations

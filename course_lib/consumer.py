@@ -120,6 +120,10 @@ class Consumer(Client):
         if group.generation == self._generation:
             return
         self._generation = group.generation
+        # Kafka's eager rebalance revokes every partition before assigning again, so
+        # even a partition this consumer keeps restarts from the group's committed
+        # offset: another member may have read and committed it in the meantime.
+        self._set_assignment([])
         self._set_assignment(list(group.assignment.get(self.name, [])))
 
     def _set_assignment(self, tps: list[tuple[str, int]]) -> None:

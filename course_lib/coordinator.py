@@ -248,11 +248,34 @@ class TransactionCoordinator:
 
     def _write_marker(self, tp: tuple[str, int], producer_id: int, epoch: int,
                       control: str) -> None:
+        """Write the marker and keep at it until the partition's ISR has it.
+
+        Kafka's coordinator writes markers with acks=all (WriteTxnMarkers) and
+        retries against the new leader: a marker only a crashed leader had is
+        truncated when it returns, and the transaction would stay open for ever
+        (the last stable offset stuck, read_committed readers blocked).
+        """
         leader = self.cluster.partition(tp).leader
-        if leader is None or not self.cluster.brokers[leader].append_marker(
-                tp, producer_id, epoch, control):
-            self.cluster.world.call_later(self.MARKER_RETRY_MS, self._write_marker, tp,
-                                          producer_id, epoch, control)
+        if leader is not None:
+            broker = self.cluster.brokers[leader]
+            offset = self._marker_offset(broker.logs[tp], producer_id, epoch, control)
+            if offset is None and broker.append_marker(tp, producer_id, epoch, control):
+                offset = broker.logs[tp].log_end_offset - 1
+            if offset is not None and offset < broker.logs[tp].high_watermark:
+                return
+        self.cluster.world.call_later(self.MARKER_RETRY_MS, self._write_marker, tp,
+                                      producer_id, epoch, control)
+
+    @staticmethod
+    def _marker_offset(log, producer_id: int, epoch: int, control: str) -> int | None:
+        """Where this transaction's marker is in ``log``, -1 if nothing needs one, else None."""
+        for record in reversed(log.records):
+            if record.producer_id != producer_id:
+                continue
+            if record.control == control and record.producer_epoch == epoch:
+                return record.offset
+            return None if record.control is None else -1
+        return -1
 
     def _expire(self, transactional_id: str, number: int) -> None:
         """transaction.timeout.ms passed: abort, and bump the epoch to fence the producer."""

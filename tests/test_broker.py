@@ -174,6 +174,7 @@ def test_isr_shrinking_after_the_append_answers_not_enough_replicas_after_append
     assert leo(cluster, 0) == 1 and correlation not in probe.responses
     cluster.kill_broker(1)
     cluster.kill_broker(2)  # ISR [0]: the high watermark reaches the write at once
+    # (the model's pre-3.7 rule; broker.py's docstring says how Kafka 3.7+ differs)
     reply = probe.wait(correlation)
     assert reply == {"error": KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND}
     error = kafka_error(reply["error"])

@@ -15,7 +15,7 @@ from helpers.wire import Probe
 
 from course_lib.cluster import Cluster
 from course_lib.errors import KafkaError, KafkaException
-from course_lib.faults import DropMessages, FaultPlan
+from course_lib.faults import DelayMessages, DropMessages, FaultPlan
 
 GROUP = "g"
 
@@ -285,12 +285,8 @@ def test_commits_to_several_partitions_are_applied_together(cluster):
     assert cluster.coordinator.committed("another-group", ("events", 0)) is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "consumer.py bug: a consumer that skips a generation keeps its old position for a "
-    "partition it owned before and owns again, although another member read and committed "
-    "it in between; Kafka's eager rebalance restarts every assigned partition from the "
-    "committed offset, so the group's committed offset would not go back"))
 def test_a_partition_that_comes_back_resumes_from_the_committed_offset(seed):
+    """An eager rebalance restarts every assigned partition from the committed offset."""
     cluster = Cluster(brokers=3, seed=seed)
     cluster.create_topic("events", {"num.partitions": 1})
     producer = cluster.producer({})
@@ -308,3 +304,45 @@ def test_a_partition_that_comes_back_resumes_from_the_committed_offset(seed):
     first.commit(message=message, asynchronous=False)
     assert message.offset() == 5  # resumes at the committed offset
     assert cluster.coordinator.committed(GROUP, ("events", 0)) == 6
+
+
+# ----- transaction markers ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("commit", [True, False])
+def test_a_transaction_marker_survives_a_leader_crash_before_followers_copy_it(seed, commit):
+    # Regression: the coordinator wrote each marker once, on the leader only. When the
+    # leader died before its followers fetched the marker, the new leader never got
+    # it and the old one truncated it on return: the transaction stayed open for
+    # ever and read_committed readers saw nothing from there on. Kafka writes markers
+    # with acks=all and retries them against the new leader.
+    cluster = Cluster(brokers=3, seed=seed)
+    cluster.create_topic("events", {"replication.factor": 3, "min.insync.replicas": 2})
+    producer = cluster.producer({"transactional.id": "t"})
+    producer.init_transactions()
+    producer.begin_transaction()
+    producer.produce("events", "a")
+    producer.produce("events", "b")
+    producer.flush(10)
+    cluster.settle(1_000)
+    cluster.install_faults(FaultPlan((DelayMessages(500, api="fetch", kind="response",
+                                                    count=10**6),)))
+    if commit:
+        producer.commit_transaction()
+    else:
+        producer.abort_transaction()
+    leader = cluster.leader("events")
+    assert [r.control for r in cluster.brokers[leader].logs[("events", 0)].records][-1] == (
+        "COMMIT" if commit else "ABORT")
+    cluster.kill_broker(leader)
+    cluster.settle(5_000)
+    cluster.restart_broker(leader)
+    cluster.settle(60_000)
+    after = cluster.producer({})
+    after.produce("events", "after")
+    after.flush(10)
+    cluster.settle(5_000)
+    expected = [b"a", b"b", b"after"] if commit else [b"after"]
+    assert cluster.readable("events", 0, "read_committed") == expected
+    for broker in cluster.brokers:
+        assert [r.control for r in broker.logs[("events", 0)].records].count(
+            "COMMIT" if commit else "ABORT") == 1
