@@ -17,6 +17,8 @@ export PYTHONHASHSEED := 0
 VENV_PATH := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 # Extra options for `jupyter lab`, e.g. make lab LAB_ARGS="--no-browser --port 8890"
 LAB_ARGS ?=
+# JupyterLab refuses to run as root unless told; containers and CI machines often are root.
+ROOT_ARGS := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 .PHONY: help setup lab test lint bench clean
 
@@ -37,7 +39,7 @@ $(STAMP): pyproject.toml
 lab: setup
 	@if [ -f notebooks/00_start_here.ipynb ]; then target=notebooks/00_start_here.ipynb; \
 	 else target=notebooks/; fi; \
-	 $(VENV_PATH) $(VENV)/bin/jupyter lab $(LAB_ARGS) "$$target"
+	 $(VENV_PATH) $(VENV)/bin/jupyter lab $(ROOT_ARGS) $(LAB_ARGS) "$$target"
 
 lint: setup
 	$(VENV)/bin/ruff check course_lib tests benchmarks
