@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 
-from course_lib.producer import Producer
-
 
 def module_exists(name: str) -> bool:
     """True when ``name`` can be imported (without importing it)."""
@@ -31,15 +29,6 @@ def not_available(reason: str) -> dict:
 def pending(reason: str) -> dict:
     """A group whose code exists but whose benchmark is still to be written."""
     return {"status": f"pending: {reason}"}
-
-
-def transactional_scenario() -> dict:
-    """Group 2, second part: transactional scenario runs per second."""
-    if not hasattr(Producer, "init_transactions"):
-        return not_available("course_lib.producer.Producer has no init_transactions yet "
-                             "(issue 3)")
-    return pending("Producer.init_transactions exists; add a transactional run beside "
-                   "benchmarks/at_least_once.py and time it in scenario_throughput.py")
 
 
 def grading_cost() -> dict:
