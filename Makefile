@@ -20,7 +20,7 @@ LAB_ARGS ?=
 # JupyterLab refuses to run as root unless told; containers and CI machines often are root.
 ROOT_ARGS := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: help setup lab test lint bench clean
+.PHONY: help setup lab test lint bench clean browser
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -44,8 +44,18 @@ lab: setup
 lint: setup
 	$(VENV)/bin/ruff check course_lib tests benchmarks
 
-test: lint
-	$(VENV_PATH) $(PY) -m pytest -q
+test: lint browser
+	$(VENV_PATH) $(PY) -m pytest -q -rs
+
+# tests/test_browser.py drives Debian's /usr/bin/chromium (never a downloaded browser).
+# As root a missing chromium is installed (a failed install stops `make test`); as another
+# user the browser test is skipped and says why. Silent when chromium is already there.
+browser:
+	@test -x /usr/bin/chromium || if [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's chromium for tests/test_browser.py" && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	  >/dev/null; else echo "chromium is missing and only root can install it:" \
+	  "tests/test_browser.py will be skipped"; fi
 
 bench: setup
 	@if [ -f benchmarks/__main__.py ]; then $(VENV_PATH) $(PY) -m benchmarks; \
@@ -54,3 +64,37 @@ bench: setup
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# ----- grading with nbgrader (nbgrader_config.py: solutions/ -> exercises/) -----
+#   make release    regenerate exercises/<ps>/ from every solutions/<ps>/ (commit the result)
+#   make autograde  grade every submitted/<student>/<ps>/ into autograded/ and gradebook.db
+#   make feedback   write feedback/<student>/<ps>/*.html for everything autograded
+#   make export     write grades.csv from gradebook.db
+NBGRADER := $(VENV_PATH) $(VENV)/bin/nbgrader
+# Assignment names present under a folder laid out <folder>/<student>/<ps>/.
+assignments_in = $(sort $(notdir $(patsubst %/,%,$(wildcard $(1)/*/*/))))
+
+.PHONY: release autograde feedback export
+
+release: setup
+	@test -n "$(wildcard solutions/*/)" || { echo "no solutions/<ps>/ folders"; exit 1; }
+	for ps in $(notdir $(patsubst %/,%,$(wildcard solutions/*/))); do \
+	  $(NBGRADER) generate_assignment "$$ps" --force || exit 1; done
+
+# autograde needs the gradebook that `make release` fills with the grade cells.
+gradebook.db:
+	$(MAKE) release
+
+autograde: setup gradebook.db
+	@test -n "$(call assignments_in,submitted)" || \
+	  { echo "nothing in submitted/<student>/<ps>/ (see the README's Instructors section)"; exit 1; }
+	for ps in $(call assignments_in,submitted); do \
+	  $(NBGRADER) autograde "$$ps" || exit 1; done
+
+feedback: setup
+	@test -n "$(call assignments_in,autograded)" || { echo "nothing autograded yet"; exit 1; }
+	for ps in $(call assignments_in,autograded); do \
+	  $(NBGRADER) generate_feedback "$$ps" || exit 1; done
+
+export: setup
+	$(NBGRADER) export
