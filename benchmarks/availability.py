@@ -31,15 +31,6 @@ def pending(reason: str) -> dict:
     return {"status": f"pending: {reason}"}
 
 
-def grading_cost() -> dict:
-    """Group 3: autograde wall time per reference solution against a one-cell floor."""
-    if not module_exists("course_lib.grading"):
-        return not_available("course_lib.grading does not exist yet (issue 4)")
-    return pending("course_lib.grading exists; add benchmarks/grading.py timing "
-                   "`nbgrader autograde` of each solutions/<ps> notebook beside a trivial "
-                   "one-cell notebook")
-
-
 def widget_latency() -> dict:
     """Group 4: median and p95 of the default config-panel callback."""
     if not module_exists("course_lib.widgets"):

@@ -91,6 +91,22 @@ def scenario_rows(group: dict) -> list[tuple]:
     return rows
 
 
+def grading_rows(group: dict) -> list[tuple]:
+    """Group 3: autograding each reference solution against the one-cell floor."""
+    if group["status"] != "measured":
+        return [("3 grading cost", "", group["status"])]
+    floor = group["floor"]["timing"]
+    rows = [("3 grading cost", "autograde one-cell floor", duration(floor["median_s"]),
+             f"{duration(floor['min_s'])}..{duration(floor['max_s'])}", "baseline")]
+    for entry in group["assignments"]:
+        timing = entry["timing"]
+        label = f"autograde {entry['assignment']} ({entry['score']:g}/{entry['max_score']:g})"
+        rows.append(("", label, duration(timing["median_s"]),
+                     f"{duration(timing['min_s'])}..{duration(timing['max_s'])}",
+                     f"{entry['ratio_to_floor']:.1f}x floor"))
+    return rows
+
+
 def notebook_rows(group: dict) -> list[tuple]:
     """Group 5: each notebook's run time against the kernel floor, or the status."""
     if group["status"] != "measured":
@@ -145,7 +161,7 @@ def format_table(results: dict) -> str:
     rows = baseline_rows(results["baseline"])
     rows += event_rows(groups["1_event_throughput"])
     rows += scenario_rows(groups["2_scenario_throughput"])
-    rows += status_row("3 grading cost", groups["3_grading_cost"])
+    rows += grading_rows(groups["3_grading_cost"])
     rows += status_row("4 widget latency", groups["4_widget_latency"])
     rows += notebook_rows(groups["5_notebook_run_time"])
     rows += scaling_rows(groups["6_scaling"])

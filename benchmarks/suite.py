@@ -20,6 +20,7 @@ from pathlib import Path
 
 from benchmarks import availability
 from benchmarks.event_throughput import measure_event_throughput
+from benchmarks.grading import measure_grading_cost
 from benchmarks.notebooks import measure_notebooks
 from benchmarks.null_loop import measure_null_loops
 from benchmarks.scaling import measure_scaling
@@ -60,7 +61,7 @@ def run_all(settings: Settings, mode: str, notebooks_dir: Path) -> dict:
     results["groups"] = {
         "1_event_throughput": measure_event_throughput(settings, baseline),
         "2_scenario_throughput": measure_scenario_throughput(settings, baseline),
-        "3_grading_cost": availability.grading_cost(),
+        "3_grading_cost": measure_grading_cost(settings),
         "4_widget_latency": availability.widget_latency(),
         "5_notebook_run_time": measure_notebooks(settings, notebooks_dir),
         "6_scaling": measure_scaling(settings, baseline),

@@ -133,10 +133,9 @@ def test_repetitions_shrink_to_fit_the_size_budget():
 
 
 def test_groups_without_their_code_say_what_is_missing():
-    for group, module in ((availability.grading_cost(), "course_lib.grading"),
-                          (availability.widget_latency(), "course_lib.widgets")):
-        expected = "pending:" if availability.module_exists(module) else "not available:"
-        assert group["status"].startswith(expected) and module in group["status"]
+    group, module = availability.widget_latency(), "course_lib.widgets"
+    expected = "pending:" if availability.module_exists(module) else "not available:"
+    assert group["status"].startswith(expected) and module in group["status"]
 
 
 def test_no_notebooks_means_not_available(tmp_path):
@@ -172,3 +171,9 @@ def test_quick_run_writes_json_with_all_six_groups_and_prints_the_table(tmp_path
     assert format_table(results) in printed
     assert QUICK.scaling_sizes == tuple(e["messages"] for e in results["groups"]["6_scaling"]
                                         ["sizes"])
+    grading = results["groups"]["3_grading_cost"]
+    assert grading["status"] == "measured" and finite_positive(grading["floor"]["timing"]
+                                                                ["median_s"])
+    for entry in grading["assignments"]:
+        assert entry["score"] == entry["max_score"] > 0, entry  # a broken check is no figure
+        assert finite_positive(entry["ratio_to_floor"])
