@@ -90,6 +90,8 @@ autograde: setup gradebook.db
 	  { echo "nothing in submitted/<student>/<ps>/ (see the README's Instructors section)"; exit 1; }
 	for ps in $(call assignments_in,submitted); do \
 	  $(NBGRADER) autograde "$$ps" || exit 1; done
+	# The trusted pass: re-grade from the answer cells' source outside the kernel (DESIGN §6).
+	$(VENV_PATH) $(PY) -m course_lib.autograde .
 
 feedback: setup
 	@test -n "$(call assignments_in,autograded)" || { echo "nothing autograded yet"; exit 1; }

@@ -75,7 +75,7 @@ import time
 import traceback
 import zlib
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import redirect_stderr, redirect_stdout, suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle, send_handle
@@ -104,6 +104,7 @@ __all__ = [
     "CheckFailed",
     "Campaign",
     "Replay",
+    "SourceFunction",
     "check_at_least_once",
     "check_at_most_once",
     "replay",
@@ -953,6 +954,43 @@ def _ended(status: int) -> _Outcome:
     return _Outcome("exit", f"os._exit({code})")
 
 
+class SourceFunction:
+    """A learner's function known only by its source: defined inside the sandbox, never here.
+
+    The trusted pass (``course_lib.autograde``) hands these to the checks, so the
+    answer cells' code runs only in the zygote and its children: whatever it
+    patches there cannot reach the grader that computes the verdict.
+    """
+
+    def __init__(self, source: str, name: str) -> None:
+        self.source = source
+        self.__name__ = name
+
+    def __repr__(self) -> str:
+        return f"SourceFunction(<{len(self.source)} characters>, {self.__name__!r})"
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError("a SourceFunction is defined and called only inside the sandbox")
+
+    def load(self) -> Callable:
+        """Run the source (in the zygote) and return the function, or one that re-raises."""
+        namespace: dict = {"__name__": "__answer__"}
+        try:
+            exec(compile(self.source, "<your answer cells>", "exec"), namespace)  # noqa: S102
+            found = namespace.get(self.__name__)
+            if callable(found):
+                return found
+            problem: BaseException = NameError(
+                f"your answer cells define no function {self.__name__}")
+        except Exception as error:  # the learner's code failed to load: each run reports it
+            problem = error
+
+        def broken(consumer, process):
+            raise problem
+
+        return broken
+
+
 def _zygote(control: Connection, other_end: Connection, fn: Callable, limits: _Limits) -> None:
     """Fork one child per app run on request; kill and reap it when told.
 
@@ -963,6 +1001,10 @@ def _zygote(control: Connection, other_end: Connection, fn: Callable, limits: _L
     """
     other_end.close()
     running: set[int] = set()
+    if isinstance(fn, SourceFunction):
+        # The learner's top-level code runs here, on the learner's side, silenced.
+        with open(os.devnull, "w") as sink, redirect_stdout(sink), redirect_stderr(sink):
+            fn = fn.load()
     try:
         while True:
             request = control.recv_bytes(64)
