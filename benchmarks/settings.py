@@ -27,6 +27,7 @@ class Settings:
     size_budget_s: float = 60.0  # group 6: cap on warm-up + repetitions at one size
     notebook_repeats: int = 3  # group 5: executions of each notebook (kernel start included)
     grading_repeats: int = 3  # group 3: autograde runs of each reference solution and the floor
+    widget_repeats: int = 30  # group 4: config-panel callbacks timed
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -41,4 +42,4 @@ FULL = Settings()
 QUICK = Settings(repeats=1, warmup=0, null_loop_events=2_000, producers=2,
                  messages_per_producer=20, scenario_messages=20, scenario_repeats=2,
                  scaling_sizes=(20, 200), run_budget_s=5.0, size_budget_s=5.0,
-                 notebook_repeats=1, grading_repeats=1)
+                 notebook_repeats=1, grading_repeats=1, widget_repeats=3)

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from benchmarks import availability
 from benchmarks.event_throughput import measure_event_throughput
 from benchmarks.grading import measure_grading_cost
 from benchmarks.notebooks import measure_notebooks
@@ -26,6 +25,7 @@ from benchmarks.null_loop import measure_null_loops
 from benchmarks.scaling import measure_scaling
 from benchmarks.scenario_throughput import measure_scenario_throughput
 from benchmarks.settings import Settings
+from benchmarks.widgets import measure_widget_latency
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,7 @@ def run_all(settings: Settings, mode: str, notebooks_dir: Path) -> dict:
         "1_event_throughput": measure_event_throughput(settings, baseline),
         "2_scenario_throughput": measure_scenario_throughput(settings, baseline),
         "3_grading_cost": measure_grading_cost(settings),
-        "4_widget_latency": availability.widget_latency(),
+        "4_widget_latency": measure_widget_latency(settings),
         "5_notebook_run_time": measure_notebooks(settings, notebooks_dir),
         "6_scaling": measure_scaling(settings, baseline),
     }
