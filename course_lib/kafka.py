@@ -1080,12 +1080,14 @@ def consume_with_restarts(conn: Connection, recorder: Recorder, topic: str, loop
     group's committed offset. ``dedupe`` (a set of values seen, standing for a
     database) turns repeats into ``dedupe_skip``. Returns the number of restarts.
     """
+    from course_lib.scenarios import remember_seen
+
     settings = {"group.id": f"{GROUP}-{topic}", "auto.offset.reset": "earliest",
                 **(config or {})}
     for restarts in range(MAX_RESTARTS + 1):
         app = recorder.app("consumer-app")
         consumer = conn.consumer(settings, recorder=recorder, app=app)
-        process = app.processor(effect=_dedupe(dedupe) if dedupe is not None else effect)
+        process = app.processor(effect=remember_seen(dedupe) if dedupe is not None else effect)
         try:
             _assign_all(consumer, topic, conn)
             loop(consumer, process)
@@ -1094,16 +1096,6 @@ def consume_with_restarts(conn: Connection, recorder: Recorder, topic: str, loop
         except (Crash, ProcessingError):
             app.die()
     return MAX_RESTARTS
-
-
-def _dedupe(seen: set) -> Callable:
-    def remember(msg) -> bool:
-        if msg.value() in seen:
-            return False
-        seen.add(msg.value())
-        return True
-
-    return remember
 
 
 def final_read(conn: Connection, recorder: Recorder, topic: str,

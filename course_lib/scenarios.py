@@ -170,16 +170,21 @@ def consume_with_restarts(cluster: Cluster, loop: Callable, consumer_config: dic
     return MAX_RESTARTS
 
 
+def remember_seen(seen: set) -> Callable:
+    """An effect that dedupes by value in ``seen``; returning False means "skipped"."""
+    def remember(msg) -> bool:
+        if msg.value() in seen:
+            return False
+        seen.add(msg.value())
+        return True
+
+    return remember
+
+
 def _effect(effect: Callable | None, seen: set | None, inbox: Inbox | None) -> Callable | None:
     """Compose the side effect with deduplication; returning False means "skipped"."""
     if seen is not None:
-        def remember(msg) -> bool:
-            if msg.value() in seen:
-                return False
-            seen.add(msg.value())
-            return True
-
-        return remember
+        return remember_seen(seen)
     if inbox is not None:
         return lambda msg: inbox.handle(msg.value().decode(), lambda _db: None)
     return effect
