@@ -26,36 +26,15 @@ def relative_to_null_loop(timing: Timing, events: int, baseline: dict) -> dict:
     }
 
 
-def at_least_once_throughput(settings: Settings, baseline: dict) -> dict:
-    """Runs/s of the at-least-once scenario (one consumer crash, checker included)."""
+def _throughput(play, name: str, story: str, settings: Settings, baseline: dict) -> dict:
+    """Runs/s of one scenario (checker included), repeated and checked to be the same."""
     messages = settings.scenario_messages
-    timing, results = measure(lambda: run_at_least_once(messages, settings.seed),
+    timing, results = measure(lambda: play(messages, settings.seed),
                               settings.scenario_repeats, settings.warmup)
-    run = same_every_time(results, "at-least-once scenario")
+    run = same_every_time(results, name)
     return {
         "status": "measured",
-        "scenario": f"{messages} messages, 3 brokers, one consumer crash before a commit, "
-                    "process-then-commit loop, restart, checker",
-        **asdict(run),
-        **rate(1, timing, "runs"),
-        **rate(run.events, timing, "events"),
-        **relative_to_null_loop(timing, run.events, baseline),
-        "baseline": "world null loop (same process run)",
-        "timing": timing.as_dict(),
-    }
-
-
-def transactional_throughput(settings: Settings, baseline: dict) -> dict:
-    """Runs/s of the transactional scenario (one producer crash before a commit)."""
-    messages = settings.scenario_messages
-    timing, results = measure(lambda: run_transactional(messages, settings.seed),
-                              settings.scenario_repeats, settings.warmup)
-    run = same_every_time(results, "transactional scenario")
-    return {
-        "status": "measured",
-        "scenario": f"{messages} messages in transactions of 10, 3 brokers, one producer "
-                    "crash before a commit, restart (the open transaction is aborted), "
-                    "read_committed process-then-commit consumer, checker",
+        "scenario": f"{messages} messages, {story}",
         **asdict(run),
         **rate(1, timing, "runs"),
         **rate(run.events, timing, "events"),
@@ -67,5 +46,14 @@ def transactional_throughput(settings: Settings, baseline: dict) -> dict:
 
 def measure_scenario_throughput(settings: Settings, baseline: dict) -> dict:
     """Group 2: the at-least-once scenario and the transactional one."""
-    return {"at_least_once": at_least_once_throughput(settings, baseline),
-            "transactional": transactional_throughput(settings, baseline)}
+    return {
+        "at_least_once": _throughput(
+            run_at_least_once, "at-least-once scenario",
+            "3 brokers, one consumer crash before a commit, process-then-commit loop, "
+            "restart, checker", settings, baseline),
+        "transactional": _throughput(
+            run_transactional, "transactional scenario",
+            "in transactions of 10, 3 brokers, one producer crash before a commit, restart "
+            "(the open transaction is aborted), read_committed process-then-commit consumer, "
+            "checker", settings, baseline),
+    }

@@ -365,6 +365,24 @@ def _transactional(config: dict) -> bool:
     return "transactional.id" in config
 
 
+def _send(producer, values: list[str], transactional: bool, *, begin: bool = True,
+          commit: bool = True) -> None:
+    """Produce ``values`` and flush; with ``transactional``, inside one transaction.
+
+    ``begin`` registers the instance (init_transactions) and opens the
+    transaction; ``commit`` commits it. A story that stalls mid-transaction
+    sends its two halves with one flag each.
+    """
+    if transactional and begin:
+        producer.init_transactions()
+        producer.begin_transaction()
+    for value in values:
+        producer.produce(TOPIC, value)
+    producer.flush()
+    if transactional and commit:
+        producer.commit_transaction()
+
+
 def _story_producer_restart(seed: int, config: dict) -> Cluster:
     """The app sends a batch, crashes before noting its progress, and sends it again."""
     cluster = _cluster(seed, config, FaultPlan((CrashClient("producer.flush", "after", 1),)))
@@ -372,14 +390,7 @@ def _story_producer_restart(seed: int, config: dict) -> Cluster:
     for _attempt in range(MAX_RESTARTS):
         producer = cluster.process("producer-app").producer(_split(config)[1])
         try:
-            if _transactional(config):
-                producer.init_transactions()
-                producer.begin_transaction()
-            for value in values:
-                producer.produce(TOPIC, value)
-            producer.flush()
-            if _transactional(config):
-                producer.commit_transaction()
+            _send(producer, values, _transactional(config))
             break
         except Crash:
             continue
@@ -392,30 +403,14 @@ def _story_zombie(seed: int, config: dict) -> Cluster:
     cluster = _cluster(seed, config, FaultPlan())
     values = message_values(10)
     settings = _split(config)[1]
+    transactional = _transactional(config)
     zombie = cluster.process("instance-a").producer(settings)
-    if _transactional(config):
-        zombie.init_transactions()
-        zombie.begin_transaction()
-    for value in values[:5]:
-        zombie.produce(TOPIC, value)
-    zombie.flush()
+    _send(zombie, values[:5], transactional, commit=False)
     cluster.history.record("note", "instance-a", text="stalls (a long GC pause)")
-    successor = cluster.process("instance-b").producer(settings)
-    if _transactional(config):
-        successor.init_transactions()
-        successor.begin_transaction()
-    for value in values:
-        successor.produce(TOPIC, value)
-    successor.flush()
-    if _transactional(config):
-        successor.commit_transaction()
+    _send(cluster.process("instance-b").producer(settings), values, transactional)
     cluster.history.record("note", "instance-a", text="wakes up and carries on")
     try:
-        for value in values[5:]:
-            zombie.produce(TOPIC, value)
-        zombie.flush()
-        if _transactional(config):
-            zombie.commit_transaction()
+        _send(zombie, values[5:], transactional, begin=False)
     except KafkaException as error:
         cluster.history.record("note", "instance-a", text=f"stopped by {error.args[0].name()}")
     final_read(cluster)
