@@ -1,5 +1,5 @@
 # Delivery Semantics Lab: newcomer commands.
-#   make lab    create .venv if needed, install, open JupyterLab on notebooks/
+#   make lab    create .venv if needed, install, open JupyterLab on the course (notebooks/)
 #   make test   create .venv if needed, install, lint, run the whole test suite
 #   make bench  create .venv if needed, install, run the benchmarks (table + JSON file)
 #   make lint   ruff over course_lib, tests and benchmarks
@@ -37,9 +37,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lab: setup
-	@if [ -f notebooks/00_start_here.ipynb ]; then target=notebooks/00_start_here.ipynb; \
-	 else target=notebooks/; fi; \
-	 $(VENV_PATH) $(VENV)/bin/jupyter lab $(ROOT_ARGS) $(LAB_ARGS) "$$target"
+	@if [ -f notebooks/00_start_here.ipynb ]; then start=notebooks/00_start_here.ipynb; \
+	 else start=notebooks; fi; \
+	 $(VENV_PATH) $(VENV)/bin/jupyter lab $(ROOT_ARGS) --ServerApp.root_dir="$(CURDIR)" \
+	   --LabApp.default_url="/lab/tree/$$start" $(LAB_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check course_lib tests benchmarks

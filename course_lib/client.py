@@ -63,17 +63,21 @@ class Client:
         raise NotImplementedError
 
 
-class AppProcess:
-    """One simulated OS process of the application, holding its clients."""
+class Process:
+    """An application process, whichever Kafka its clients talk to: what dies with it.
 
-    def __init__(self, cluster, name: str) -> None:
-        self.cluster = cluster
+    The toy's :class:`AppProcess` and the real-Kafka bridge's ``kafka.App``
+    differ only in who decides that a fault strikes (``_fault``), where events
+    are written (``_record``) and whether time can pass on demand (``_pause``).
+    """
+
+    def __init__(self, name: str) -> None:
         self.name = name
         self.alive = True
-        self.clients: list[Client] = []
+        self.clients: list = []
 
     def __repr__(self) -> str:
-        return f"<AppProcess {self.name} {'alive' if self.alive else 'dead'}>"
+        return f"<{type(self).__name__} {self.name} {'alive' if self.alive else 'dead'}>"
 
     def check_alive(self, point: str) -> None:
         """A dead process runs nothing: every call raises Crash again."""
@@ -83,10 +87,18 @@ class AppProcess:
     def hook(self, point: str, phase: str) -> None:
         """Ask the fault plan whether the process dies (or processing fails) here."""
         try:
-            self.cluster.faults.call(self.name, point, phase)
+            self._fault(point, phase)
         except Crash:
             self.die()
             raise
+
+    def call(self, point: str, method: Callable, *args, **kwargs):
+        """Run one client call under the crash guard: the plan may strike before or after."""
+        self.check_alive(point)
+        self.hook(point, "before")
+        result = method(*args, **kwargs)
+        self.hook(point, "after")
+        return result
 
     def die(self) -> None:
         """Kill the process: every client in it dies with it."""
@@ -95,6 +107,59 @@ class AppProcess:
         self.alive = False
         for client in self.clients:
             client._die()
+
+    def _fault(self, point: str, phase: str) -> None:
+        raise NotImplementedError
+
+    def _record(self, kind: str, **data) -> None:
+        raise NotImplementedError
+
+    def _pause(self, duration_ms: int) -> None:
+        raise NotImplementedError
+
+    def processor(self, effect: Callable | None = None, duration_ms: int = 0,
+                  name: str = "process") -> Callable:
+        """The application's ``process(msg)``: records the side effect in the history.
+
+        The fault plan can crash the process before or after the effect, or make
+        it raise ProcessingError; ``duration_ms`` of time pass before the effect
+        happens (slow processing lets auto-commit and timers run). An ``effect``
+        that returns ``False`` deduplicated the message (an inbox already held
+        it): that is recorded as ``dedupe_skip``, not as a second ``process``,
+        so the checker does not count it as a repeat.
+        """
+        def process(msg) -> object:
+            self.check_alive(name)
+            self.hook(name, "before")
+            if duration_ms:
+                self._pause(duration_ms)
+                self.check_alive(name)
+            result = effect(msg) if effect is not None else None
+            self._record("dedupe_skip" if result is False else "process",
+                         topic=msg.topic(), partition=msg.partition(),
+                         offset=msg.offset(), value=msg.value())
+            self.hook(name, "after")
+            return result
+
+        process.__name__ = name
+        return process
+
+
+class AppProcess(Process):
+    """One simulated OS process of the application, holding its clients."""
+
+    def __init__(self, cluster, name: str) -> None:
+        super().__init__(name)
+        self.cluster = cluster
+
+    def _fault(self, point: str, phase: str) -> None:
+        self.cluster.faults.call(self.name, point, phase)
+
+    def _record(self, kind: str, **data) -> None:
+        self.cluster.history.record(kind, self.name, **data)
+
+    def _pause(self, duration_ms: int) -> None:
+        self.cluster.world.advance(duration_ms)
 
     def producer(self, config: Mapping[str, object] | None = None):
         """A Producer living in this process."""
@@ -111,32 +176,3 @@ class AppProcess:
     def _adopt(self, client: Client) -> Client:
         self.clients.append(client)
         return client
-
-    def processor(self, effect: Callable | None = None, duration_ms: int = 0,
-                  name: str = "process") -> Callable:
-        """The application's ``process(msg)``: records the side effect in the history.
-
-        The fault plan can crash the process before or after the effect, or make
-        it raise ProcessingError; ``duration_ms`` of virtual time pass before the
-        effect happens (slow processing lets auto-commit and timers run). An
-        ``effect`` that returns ``False`` deduplicated the message (an inbox
-        already held it): that is recorded as ``dedupe_skip``, not as a second
-        ``process``, so the checker does not count it as a repeat.
-        """
-        cluster = self.cluster
-
-        def process(msg) -> object:
-            self.check_alive(name)
-            self.hook(name, "before")
-            if duration_ms:
-                cluster.world.advance(duration_ms)
-                self.check_alive(name)
-            result = effect(msg) if effect is not None else None
-            cluster.history.record("dedupe_skip" if result is False else "process", self.name,
-                                   topic=msg.topic(), partition=msg.partition(),
-                                   offset=msg.offset(), value=msg.value())
-            self.hook(name, "after")
-            return result
-
-        process.__name__ = name
-        return process

@@ -66,6 +66,7 @@ from confluent_kafka import (
 )
 
 from course_lib.checker import Report, check
+from course_lib.client import Process
 from course_lib.config import consumer_config, keys, producer_config
 from course_lib.errors import is_indefinite
 from course_lib.faults import (
@@ -600,57 +601,25 @@ class Recorder:
         return check(self.history, delivered_by=delivered_by)
 
 
-class App:
-    """One application process: a crash anywhere in it kills all of its clients."""
+class App(Process):
+    """One application process on real Kafka: a crash anywhere in it kills all of its clients.
+
+    Real Kafka has no virtual clock to advance, so slow processing
+    (``duration_ms``) is refused rather than faked with a sleep.
+    """
 
     def __init__(self, recorder: Recorder, name: str) -> None:
+        super().__init__(name)
         self.recorder = recorder
-        self.name = name
-        self.alive = True
-        self.clients: list = []
 
-    def __repr__(self) -> str:
-        return f"<App {self.name} {'alive' if self.alive else 'dead'}>"
+    def _fault(self, point: str, phase: str) -> None:
+        self.recorder.hook(self.name, point, phase)
 
-    def check_alive(self, point: str) -> None:
-        """A dead process runs nothing: every call raises Crash again."""
-        if not self.alive:
-            raise Crash(self.name, point, "before")
+    def _record(self, kind: str, **data) -> None:
+        self.recorder.record(kind, self.name, **data)
 
-    def hook(self, point: str, phase: str) -> None:
-        """Let the plan crash the process here; a crash kills every client in it."""
-        try:
-            self.recorder.hook(self.name, point, phase)
-        except Crash:
-            self.die()
-            raise
-
-    def die(self) -> None:
-        """The process is gone: its consumers close without committing, its buffers are lost."""
-        if not self.alive:
-            return
-        self.alive = False
-        for client in self.clients:
-            client._die()
-
-    def processor(self, effect: Callable | None = None, name: str = "process") -> Callable:
-        """The application's ``process(msg)``, recorded as the toy's processor records it.
-
-        An ``effect`` that returns ``False`` deduplicated the message; that is
-        recorded as ``dedupe_skip``, not as a second ``process``.
-        """
-        def process(msg) -> object:
-            self.check_alive(name)
-            self.hook(name, "before")
-            result = effect(msg) if effect is not None else None
-            self.recorder.record("dedupe_skip" if result is False else "process", self.name,
-                                 topic=msg.topic(), partition=msg.partition(),
-                                 offset=msg.offset(), value=msg.value())
-            self.hook(name, "after")
-            return result
-
-        process.__name__ = name
-        return process
+    def _pause(self, duration_ms: int) -> None:
+        raise ValueError("duration_ms needs virtual time: real Kafka runs on the wall clock")
 
 
 def _to_bytes(data) -> bytes | None:
@@ -678,13 +647,6 @@ class RecordingProducer(Producer):
 
     def __repr__(self) -> str:
         return f"<RecordingProducer {self.name} -> {self.settings['bootstrap.servers']}>"
-
-    def _call(self, point: str, method: Callable, *args, **kwargs):
-        self.app.check_alive(point)
-        self.app.hook(point, "before")
-        result = method(*args, **kwargs)
-        self.app.hook(point, "after")
-        return result
 
     def produce(self, topic, value=None, key=None, partition=_UNSET, on_delivery=None,
                 callback=None, timestamp=_UNSET, headers=_UNSET) -> None:
@@ -727,38 +689,38 @@ class RecordingProducer(Producer):
 
     def poll(self, *args, **kwargs) -> int:
         """Serve delivery reports (and record them)."""
-        return self._call("producer.poll", super().poll, *args, **kwargs)
+        return self.app.call("producer.poll", super().poll, *args, **kwargs)
 
     def flush(self, *args, **kwargs) -> int:
         """Wait for every delivery report (and record them); returns how many are left."""
-        return self._call("producer.flush", super().flush, *args, **kwargs)
+        return self.app.call("producer.flush", super().flush, *args, **kwargs)
 
     def init_transactions(self, *args, **kwargs) -> None:
         """Register transactional.id with the transaction coordinator."""
-        return self._call("producer.init_transactions", super().init_transactions,
+        return self.app.call("producer.init_transactions", super().init_transactions,
                           *args, **kwargs)
 
     def begin_transaction(self) -> None:
         """Start a transaction; its records are labelled with it in the History."""
-        self._call("producer.begin_transaction", super().begin_transaction)
+        self.app.call("producer.begin_transaction", super().begin_transaction)
         self._txn = self.recorder.transaction_label(self.transactional_id or "?")
         self._txn_partitions = set()
 
     def send_offsets_to_transaction(self, positions, group_metadata, *args, **kwargs) -> None:
         """Add the consumer's positions to the transaction (recorded as ``txn_offsets``)."""
-        self._call("producer.send_offsets_to_transaction", super().send_offsets_to_transaction,
+        self.app.call("producer.send_offsets_to_transaction", super().send_offsets_to_transaction,
                    positions, group_metadata, *args, **kwargs)
         self.recorder.record("txn_offsets", self.name, txn=self._txn,
                              offsets=[[tp.topic, tp.partition, tp.offset] for tp in positions])
 
     def commit_transaction(self, *args, **kwargs) -> None:
         """Commit; once it returns, the History records the transaction as committed."""
-        self._call("producer.commit_transaction", super().commit_transaction, *args, **kwargs)
+        self.app.call("producer.commit_transaction", super().commit_transaction, *args, **kwargs)
         self._end_transaction("commit")
 
     def abort_transaction(self, *args, **kwargs) -> None:
         """Abort; once it returns, the History records the transaction as aborted."""
-        self._call("producer.abort_transaction", super().abort_transaction, *args, **kwargs)
+        self.app.call("producer.abort_transaction", super().abort_transaction, *args, **kwargs)
         self._end_transaction("abort")
 
     def _end_transaction(self, outcome: str) -> None:
@@ -796,13 +758,6 @@ class RecordingConsumer(Consumer):
     def __repr__(self) -> str:
         return f"<RecordingConsumer {self.name} group={self.group_id!r}>"
 
-    def _call(self, point: str, method: Callable, *args, **kwargs):
-        self.app.check_alive(point)
-        self.app.hook(point, "before")
-        result = method(*args, **kwargs)
-        self.app.hook(point, "after")
-        return result
-
     def poll(self, *args, **kwargs):
         """confluent-kafka's poll(); a returned message is recorded as ``poll``."""
         self.app.check_alive("consumer.poll")
@@ -815,7 +770,7 @@ class RecordingConsumer(Consumer):
 
     def consume(self, *args, **kwargs):
         """confluent-kafka's consume(); every returned message is recorded as ``poll``."""
-        messages = self._call("consumer.poll", super().consume, *args, **kwargs)
+        messages = self.app.call("consumer.poll", super().consume, *args, **kwargs)
         for msg in messages:
             self._record_message(msg)
         return messages
@@ -835,7 +790,7 @@ class RecordingConsumer(Consumer):
         the group coordinator has answered (librdkafka serves it from a later
         poll), which is when the toy records them too.
         """
-        result = self._call("consumer.commit", super().commit,
+        result = self.app.call("consumer.commit", super().commit,
                             **_kwargs(message=message, offsets=offsets,
                                       asynchronous=asynchronous))
         if asynchronous is not _UNSET and not asynchronous and result:
@@ -856,21 +811,21 @@ class RecordingConsumer(Consumer):
 
     def seek(self, partition) -> None:
         """Move the position; recorded as ``seek``."""
-        self._call("consumer.seek", super().seek, partition)
+        self.app.call("consumer.seek", super().seek, partition)
         self.recorder.record("seek", self.name, topic=partition.topic,
                              partition=partition.partition, offset=partition.offset)
 
     def subscribe(self, *args, **kwargs) -> None:
         """Join the group (a crash point, as in the toy)."""
-        return self._call("consumer.subscribe", super().subscribe, *args, **kwargs)
+        return self.app.call("consumer.subscribe", super().subscribe, *args, **kwargs)
 
     def assign(self, *args, **kwargs) -> None:
         """Take partitions directly (a crash point, as in the toy)."""
-        return self._call("consumer.assign", super().assign, *args, **kwargs)
+        return self.app.call("consumer.assign", super().assign, *args, **kwargs)
 
     def committed(self, *args, **kwargs):
         """The group's committed offsets (a crash point, as in the toy)."""
-        return self._call("consumer.committed", super().committed, *args, **kwargs)
+        return self.app.call("consumer.committed", super().committed, *args, **kwargs)
 
     def position(self, *args, **kwargs):
         """The next offsets poll() would return; a dead process answers nothing."""
