@@ -20,7 +20,9 @@ from confluent_kafka import TopicPartition
 
 from course_lib.checker import Report, check
 from course_lib.cluster import Cluster
-from course_lib.errors import KafkaException
+from course_lib.config import producer_config
+from course_lib.data import label as value_label
+from course_lib.errors import ConfigException, KafkaException
 from course_lib.faults import (
     Crash,
     CrashClient,
@@ -662,6 +664,251 @@ def format_table(rows: list[dict]) -> str:
                      f"{row['aborted_reads']:>4}  "
                      f"{row['guarantee']:<13} {'yes' if row['holds'] else 'NO':<10} "
                      f"{row['config']} -> {row['expected']}")
+    return "\n".join(lines)
+
+
+# ----- demos for the lecture notebooks (not claims; each is documented and tested) ----------
+
+OUTPUT_TOPIC = "results"
+STRONGER = {"exactly-once": {"exactly-once", "at-least-once", "at-most-once"},
+            "at-least-once": {"at-least-once"}, "at-most-once": {"at-most-once"},
+            "none": set()}
+
+
+def _demo(claim: int, variant: str, config: dict, cluster: Cluster, expected: str,
+          holds: Callable[[Report], bool], delivered_by: str = "log") -> Run:
+    report = check(cluster.history, delivered_by=delivered_by)
+    return Run(claim, variant, dict(config), cluster, report, expected, holds(report))
+
+
+def play(claim: int, config: dict, seed: int = 0) -> Run:
+    """Play claim ``claim``'s story under any ``config`` (say, ``config.preset("pre-3.0")``).
+
+    The Run's ``holds`` says whether this config reaches the outcome the
+    claim's *fixed* variant promises. A config Kafka would refuse raises
+    ConfigException when the story creates its first client.
+    """
+    table = claims()
+    if claim not in table:
+        raise KeyError(f"no claim {claim}; claims are {sorted(table)}")
+    fixed = table[claim].variant("fixed")
+    cluster = table[claim].story(seed, dict(config))
+    return _demo(claim, "custom", config, cluster, fixed.expected, fixed.holds,
+                 "log" if claim in _LOG_CLAIMS else "process")
+
+
+def producer_settings(config: dict) -> dict:
+    """What a producer would really run with: idempotence resolved as Kafka 3.2+ does.
+
+    Returns the deciding keys, or ``{"error": message}`` for a config Kafka
+    refuses (explicit idempotence with ``acks=1``, more than five requests in
+    flight, ``retries=0``). A conflicting setting without an explicit
+    ``enable.idempotence`` quietly turns idempotence off instead.
+    """
+    try:
+        resolved = producer_config(_split(config)[1])
+    except ConfigException as error:
+        return {"error": str(error)}
+    keys = ("acks", "enable.idempotence", "retries", "max.in.flight.requests.per.connection",
+            "linger.ms", "delivery.timeout.ms")
+    return {key: resolved[key] for key in keys}
+
+
+def retry_storm(idempotent: bool, seed: int = 0, count: int = 20) -> Run:
+    """Twenty records, five requests in flight, and the network loses five produce calls.
+
+    Two responses are dropped early (the writes happened), two requests later
+    (they did not), one more response near the end. Every loss costs a
+    ``request.timeout.ms`` wait and a retry while later requests carry on.
+    Without idempotence the retries write twice and land behind newer records;
+    with it the broker drops the repeats and refuses gaps, so order holds.
+    """
+    plan = FaultPlan((DropMessages(api="produce", kind="response", count=2, skip=1),
+                      DropMessages(api="produce", kind="request", count=2, skip=4),
+                      DropMessages(api="produce", kind="response", count=1, skip=9)))
+    config = {"enable.idempotence": idempotent, "linger.ms": 0}
+    cluster = _cluster(seed, config, plan)
+    publish(cluster, message_values(count), config, pace_ms=2)
+    final_read(cluster)
+    if idempotent:
+        return _demo(5, "storm, idempotent", config, cluster, "each once, in order",
+                     lambda r: not (r.duplicated or r.reordered or r.lost))
+    return _demo(5, "storm, not idempotent", config, cluster, "duplicates and reordering",
+                 lambda r: bool(r.duplicated) and bool(r.reordered))
+
+
+def epoch_bump(seed: int = 0) -> Run:
+    """An idempotent producer whose batch fails for good must start a new epoch (KIP-360).
+
+    With ``retries=1`` the first two requests are lost; a later batch runs out
+    of retries while it waits behind them (OUT_OF_ORDER_SEQUENCE_NUMBER) and
+    fails. Its sequence numbers are now a hole the broker would never accept,
+    so the producer waits for its requests in flight, bumps its epoch and
+    numbers everything still queued from 0 again. The failed record is lost:
+    the app was told so, and a small ``retries`` is why.
+    """
+    plan = FaultPlan((DropMessages(api="produce", kind="request", count=2),))
+    config = {"retries": 1, "linger.ms": 0}
+    cluster = _cluster(seed, config, plan)
+    publish(cluster, message_values(6), config, pace_ms=2)
+    final_read(cluster)
+    return _demo(5, "epoch bump", config, cluster, "one record fails, the epoch goes up",
+                 lambda r: bool(r.lost) and not r.lost_acked and not r.duplicated
+                 and any(e.kind == "epoch_bump" for e in cluster.history))
+
+
+def pipeline(transactional: bool, isolation: str = "read_committed", seed: int = 0) -> Run:
+    """Consume-transform-produce: copy ``events`` into ``results``, crash once, restart.
+
+    The copier crashes after its fifth output record is written and before
+    its progress is recorded: before ``consumer.commit`` without
+    transactions, before ``commit_transaction`` with them. On restart the
+    plain copier repeats the record; the transactional one gets the same
+    ``transactional.id``, which aborts the dead instance's transaction, and
+    resumes from the offsets that were committed *with* the output. A reader
+    of ``results`` with ``isolation`` then decides what counts: the transform
+    itself is the identity here, so messages keep their names.
+    """
+    point = "producer.commit_transaction" if transactional else "consumer.commit"
+    cluster = _cluster(seed, {}, FaultPlan((CrashClient(point, "before", 5),)))
+    cluster.create_topic(OUTPUT_TOPIC, {})
+    seed_topic(cluster, message_values(10))
+    producer_settings_ = {"transactional.id": "copier"} if transactional else {}
+    consumer_settings = {"group.id": GROUP, "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"}
+    for _restart in range(MAX_RESTARTS):
+        app = cluster.process("copier")
+        consumer = app.consumer(consumer_settings)
+        producer = app.producer(producer_settings_)
+        try:
+            consumer.subscribe([TOPIC])
+            _copy(consumer, producer, transactional)
+            consumer.close()
+            break
+        except Crash:
+            app.die()
+    cluster.settle(1_000)
+    for partition in cluster.partitions_of(OUTPUT_TOPIC):
+        cluster.history.record("final_read", "checker", topic=OUTPUT_TOPIC,
+                               partition=partition, isolation=isolation,
+                               values=cluster.readable(OUTPUT_TOPIC, partition, isolation) or [])
+    config = {**producer_settings_, "isolation.level": isolation}
+    once = transactional and isolation == "read_committed"
+    return _demo(11, "pipeline, " + ("transactional" if transactional else "plain"), config,
+                 cluster, "each once" if once else "a record twice",
+                 (lambda r: r.guarantee == "exactly-once") if once
+                 else (lambda r: bool(r.duplicated) and not r.lost))
+
+
+def _copy(consumer, producer, transactional: bool) -> None:
+    """The copier's loop: one transaction (or one produce + commit) per input record."""
+    if transactional:
+        producer.init_transactions()
+    while (msg := consumer.poll(1.0)) is not None:
+        if transactional:
+            producer.begin_transaction()
+        producer.produce(OUTPUT_TOPIC, msg.value(), key=msg.key())
+        producer.flush()
+        if transactional:
+            position = consumer.position([TopicPartition(msg.topic(), msg.partition())])
+            producer.send_offsets_to_transaction(position, consumer.consumer_group_metadata())
+            producer.commit_transaction()
+        else:
+            consumer.commit(message=msg, asynchronous=False)
+
+
+def log_records(run, topic: str = TOPIC, partition: int = 0) -> list[dict]:
+    """The leader's log of one partition as rows: who wrote each record, and its fate.
+
+    Each row: ``offset``, ``value`` (a short label), ``producer_id``,
+    ``epoch``, ``sequence`` (-1 for a producer without idempotence),
+    ``marker`` ("COMMIT"/"ABORT" for a transaction marker, else "") and
+    ``aborted`` (the record belongs to an aborted transaction).
+    """
+    cluster = getattr(run, "cluster", run)
+    leader = cluster.partition((topic, partition)).leader
+    if leader is None:
+        return []
+    log = cluster.brokers[leader].logs[(topic, partition)]
+    return [{"offset": r.offset, "value": value_label(r.value) if r.control is None else "",
+             "producer_id": r.producer_id, "epoch": r.producer_epoch, "sequence": r.sequence,
+             "marker": r.control or "", "aborted": log.is_aborted(r)} for r in log.records]
+
+
+def format_records(rows: list[dict]) -> str:
+    """Rows of :func:`log_records` as a fixed-width text table."""
+    lines = [f"{'offset':>6}  {'value':<10} {'producer id':>11} {'epoch':>5} {'seq':>4}  note",
+             "-" * 50]
+    for row in rows:
+        note = row["marker"] and f"{row['marker']} marker" or ("aborted" if row["aborted"] else "")
+        lines.append(f"{row['offset']:>6}  {row['value']:<10} {row['producer_id']:>11} "
+                     f"{row['epoch']:>5} {row['sequence']:>4}  {note}")
+    return "\n".join(lines)
+
+
+def processed(run) -> list[dict]:
+    """How often the consumer's side effect ran for each message, in first-seen order.
+
+    Each row: ``value`` (a short label), ``offsets`` (the input offsets it was
+    processed from), ``times`` (effects that happened) and ``skipped``
+    (repeats an inbox recognised and did not apply).
+    """
+    rows: dict = {}
+    for event in run.history:
+        if event.kind in ("process", "dedupe_skip"):
+            row = rows.setdefault(event.data["value"], {
+                "value": value_label(event.data["value"]), "offsets": [], "times": 0,
+                "skipped": 0})
+            row["offsets"].append(event.data["offset"])
+            row["times" if event.kind == "process" else "skipped"] += 1
+    return list(rows.values())
+
+
+# The article's summary table: which guarantee each side can give, and how. Each row is
+# backed by one claim variant whose run must end at exactly the promised guarantee.
+SUPPORT = (
+    ("producer", "at-most-once", "retries run out during an outage", 7, "failing"),
+    ("producer", "at-most-once", "acks=1, the leader dies", 1, "failing"),
+    ("producer", "at-least-once", "retries without idempotence, a lost ack", 4, "failing"),
+    ("producer", "at-least-once", "idempotent, but the app restarts and resends", 11, "failing"),
+    ("producer", "at-least-once", "outbox relay republishes after a crash", 14, "failing"),
+    ("producer", "exactly-once", "idempotent producer, within one session", 4, "fixed"),
+    ("producer", "exactly-once", "transactional.id across restarts", 11, "fixed"),
+    ("consumer", "at-most-once", "commit, then process", 8, "failing"),
+    ("consumer", "at-most-once", "auto-commit with buffered messages", 10, "failing"),
+    ("consumer", "at-least-once", "process, then commit", 9, "failing"),
+    ("consumer", "exactly-once", "transactions + read_committed (Kafka to Kafka)", 13, "fixed"),
+    ("consumer", "exactly-once", "offsets stored with the results (external DB)", 15, "fixed"),
+    ("consumer", "exactly-once", "inbox dedupe by event id (external DB)", 14, "fixed"),
+)
+
+
+def support_table(seed: int = 0) -> list[dict]:
+    """The article's summary table rebuilt: every row played as a scenario and checked.
+
+    Each row: ``side``, ``guarantee`` (what the approach promises), ``how``,
+    ``claim``, ``variant``, ``achieved`` (the checker's verdict for the run)
+    and ``backed`` (the run ended at exactly the promised guarantee: the
+    fault struck, and the approach held no better and no worse).
+    """
+    rows = []
+    for side, guarantee, how, claim, variant in SUPPORT:
+        achieved = run(claim, variant, seed).report.guarantee
+        rows.append({"side": side, "guarantee": guarantee, "how": how, "claim": claim,
+                     "variant": variant, "achieved": achieved,
+                     "backed": achieved == guarantee})
+    return rows
+
+
+def format_support_table(rows: list[dict]) -> str:
+    """Rows of :func:`support_table` as a fixed-width text table, grouped by side."""
+    header = (f"{'side':<9} {'guarantee':<14} {'how':<48} {'scenario':<14} "
+              f"{'run achieved':<14} backed")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        scenario = f"{row['claim']} {row['variant']}"
+        lines.append(f"{row['side']:<9} {row['guarantee']:<14} {row['how']:<48} "
+                     f"{scenario:<14} {row['achieved']:<14} {'yes' if row['backed'] else 'NO'}")
     return "\n".join(lines)
 
 

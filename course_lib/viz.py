@@ -1424,3 +1424,33 @@ def _unpack_cluster(cluster, title, topic, partition):
             name = (f"Claim {run.claim}, {run.variant}: replicas of {topic}-{partition} "
                     "at the end of the run")
     return cluster, name or f"Replicas of {topic}-{partition}"
+
+
+# ----- replica_table: the same state as plain text -------------------------------------------
+
+
+def replica_table(cluster, topic: str = "events", partition: int = 0) -> str:
+    """The state of one partition as a few lines of text: leader, ISR, each replica's LEO and HW.
+
+    A text twin of :func:`replicas` for step-by-step demos, where a notebook
+    prints the partition after each broker crash or restart and a full diagram
+    every time would drown the change. ``cluster`` is a Cluster or a scenario
+    ``Run``. The last line lists what a consumer could read now: the leader's
+    records below its high watermark (nothing while the partition is offline).
+    """
+    cluster, _title = _unpack_cluster(cluster, None, topic, partition)
+    tp = (topic, partition)
+    meta = cluster.partition(tp)
+    isr = "{" + ", ".join(str(b) for b in meta.isr) + "}"
+    leader = (f"leader broker-{meta.leader} (leader epoch {meta.leader_epoch})"
+              if meta.leader is not None else "OFFLINE: no leader")
+    lines = [f"{topic}-{partition} at {_clock(cluster.world.now_ms)}: {leader}, ISR {isr}",
+             f"  {'replica':<10} {'role':<9} {'broker':<7} {'ISR':<4} {'LEO':>4} {'HW':>4}"]
+    for state in _replica_states(cluster, tp):
+        lines.append(f"  {state.name:<10} {'leader' if state.leader else 'follower':<9} "
+                     f"{'up' if state.alive else 'DOWN':<7} {'in' if state.in_isr else 'out':<4} "
+                     f"{state.leo:>4} {state.hw:>4}")
+    readable = cluster.readable(topic, partition)
+    shown = "nothing (partition offline)" if readable is None else _phrase(readable)
+    lines.append(f"  a consumer can read: {shown}")
+    return "\n".join(lines)

@@ -39,6 +39,7 @@ from course_lib.faults import (
     Isolate,
     KillBroker,
     RestartBroker,
+    single_crash_plans,
 )
 
 BROKERS = 3
@@ -548,3 +549,247 @@ def durability_explorer(axes: dict | None = None, seeds: int = 6,
                         run: bool = True) -> DurabilityExplorer:
     """The durability explorer widget; it runs the grid once when built unless ``run=False``."""
     return DurabilityExplorer(axes, seeds, run)
+
+
+# ----- notebook 00: environment check and a tiny widget ------------------------------------
+
+PACKAGES = ("delivery-semantics-lab", "confluent-kafka", "ipywidgets", "jupyterlab", "nbgrader")
+
+
+def versions() -> dict:
+    """What this kernel runs: Python, the course and its key packages, and librdkafka.
+
+    Notebook 00 prints it so a learner can paste it into a question; a package
+    that is not installed shows as "missing" instead of raising.
+    """
+    import platform
+    from importlib import metadata
+
+    import confluent_kafka
+
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "missing"
+    found["librdkafka"] = confluent_kafka.libversion()[0]
+    return found
+
+
+SMOKE_CLAIM = 1  # the leader dies right after acknowledging the first write
+
+
+def smoke_line(acks: str, seed: int = 0) -> str:
+    """One sentence about claim 1's story under ``acks`` (what the smoke-test widget shows)."""
+    report = simulate({"acks": acks, "replication.factor": 3}, SMOKE_CLAIM, seed)[1]
+    return (f"acks={acks}: the producer was told {report.acked} of {report.sent} writes "
+            f"succeeded; after the leader died, {report.delivered} could be read "
+            f"({len(report.lost_acked)} acknowledged writes lost).")
+
+
+class SmokeTest(w.VBox):
+    """Three buttons (acks 0, 1, all) and a sentence that changes when you click one.
+
+    If clicking changes the sentence, the kernel, ipywidgets and the browser all
+    talk to each other: the widgets of the later notebooks will work too.
+    """
+
+    def __init__(self, acks: str = "1") -> None:
+        self.acks = w.ToggleButtons(options=["0", "1", "all"], value=acks, description="acks")
+        self.line = w.HTML()
+        self.clicks = 0
+        self.acks.observe(self._on_change, names="value")
+        super().__init__([self.acks, self.line])
+        self.add_class("dsl-smoke-test")
+        self.refresh()
+
+    def refresh(self) -> str:
+        """Re-run the story with the chosen acks and show its sentence; returns the sentence."""
+        text = smoke_line(self.acks.value)
+        self.line.value = f'<p class="dsl-smoke-line">{html.escape(text)}</p>'
+        return text
+
+    def _on_change(self, _change) -> None:
+        self.clicks += 1
+        self.refresh()
+
+
+def smoke_test(acks: str = "1") -> SmokeTest:
+    """The widget smoke test of notebook 00 (see :class:`SmokeTest`)."""
+    return SmokeTest(acks)
+
+
+# ----- notebook 05: kill the producer app at every step ------------------------------------
+
+CRASH_MESSAGES = 10
+
+
+@dataclass
+class CrashRun:
+    """One run of the crash campaign: where the app died, and what the checker found."""
+
+    label: str
+    plan: FaultPlan
+    cluster: Cluster
+    report: Report
+    claim: int = 6
+
+    @property
+    def variant(self) -> str:
+        """A name for diagram titles (``viz.timeline(run)`` uses it)."""
+        return self.label
+
+    @property
+    def history(self):
+        """The History the report was computed from."""
+        return self.cluster.history
+
+
+@dataclass
+class CrashCampaign:
+    """Every single-crash run of one producer app, with or without an outbox."""
+
+    outbox: bool
+    runs: list[CrashRun] = field(default_factory=list)
+
+    def as_rows(self) -> list[dict]:
+        """Plain data, one dict per crash point."""
+        return [{"crash": run.label, "lost": len(run.report.lost),
+                 "duplicated": len(run.report.duplicated),
+                 "guarantee": run.report.guarantee} for run in self.runs]
+
+    def totals(self) -> dict:
+        """Runs, runs that lost something, and messages lost and duplicated over all runs."""
+        rows = self.as_rows()
+        return {"runs": len(rows), "runs_with_loss": sum(1 for r in rows if r["lost"]),
+                "lost": sum(r["lost"] for r in rows),
+                "duplicated": sum(r["duplicated"] for r in rows)}
+
+    def table(self, compact: bool = True) -> str:
+        """The campaign as a fixed-width text table, then a line of totals.
+
+        With ``compact``, neighbouring crash points with the same outcome share
+        one line ("before a #1 … after b #3 (6 runs)"); otherwise one line each.
+        """
+        groups: list[list[dict]] = []
+        for row in self.as_rows():
+            outcome = (row["lost"], row["duplicated"], row["guarantee"])
+            if compact and groups and (groups[-1][0]["lost"], groups[-1][0]["duplicated"],
+                                       groups[-1][0]["guarantee"]) == outcome:
+                groups[-1].append(row)
+            else:
+                groups.append([row])
+        labels = [group[0]["crash"] if len(group) == 1 else
+                  f"{group[0]['crash']} \u2026 {group[-1]['crash']} ({len(group)} runs)"
+                  for group in groups]
+        width = max([len(label) for label in labels] + [15])
+        lines = [f"{'the app crashed':<{width}} {'lost':>4} {'dup':>4}  guarantee",
+                 "-" * (width + 26)]
+        for label, group in zip(labels, groups, strict=True):
+            first = group[0]
+            lines.append(f"{label:<{width}} {first['lost']:>4} {first['duplicated']:>4}  "
+                         f"{first['guarantee']}")
+        total = self.totals()
+        lines.append(f"{total['runs']} runs, one crash each: {total['runs_with_loss']} of them "
+                     f"lost messages ({total['lost']} in all); {total['duplicated']} duplicates "
+                     "in all")
+        return "\n".join(lines)
+
+
+def _accept_order(outbox, app_name: str, history, value: str) -> None:
+    """The business write: the order's outbox row, committed once (the event id is unique).
+
+    A caller retries an order whose request failed; if the first attempt had
+    committed before the crash, the unique event id recognises the retry.
+    """
+    import sqlite3
+
+    try:
+        with outbox.db:
+            outbox.add(value, scenarios.TOPIC, value)
+    except sqlite3.IntegrityError:
+        return
+    history.record("send", app_name, topic=scenarios.TOPIC, partition=0, key=None,
+                   value=value.encode())
+
+
+def _producer_app(cluster: Cluster, values: list[str], outbox) -> None:
+    """A producer app that takes orders until they are accepted, restarting after each crash.
+
+    Callers retry an order until the app accepts it. Without an outbox, "accepted"
+    means handed to ``produce()`` (in memory); with one, it means committed to the
+    outbox, and a relay in the same process publishes unsent rows, marking each
+    after its ack (:class:`course_lib.outbox.Relay`).
+    """
+    from course_lib.faults import Crash
+    from course_lib.outbox import Relay
+
+    pending = list(values)
+    for _attempt in range(scenarios.MAX_RESTARTS):
+        app = cluster.process("producer-app")
+        try:
+            if outbox is None:
+                producer = app.producer({})
+                while pending:
+                    producer.produce(scenarios.TOPIC, pending[0])
+                    pending.pop(0)
+                producer.flush()
+            else:
+                while pending:
+                    app.call("app.write_outbox", _accept_order, outbox, app.name,
+                             cluster.history, pending[0])
+                    pending.pop(0)
+                Relay(outbox, app.producer({})).run_once()
+                if outbox.unsent():
+                    continue
+            return
+        except Crash:
+            continue
+
+
+def _crash_run(plan: FaultPlan, outbox: bool, seed: int, messages: int) -> tuple[Cluster, Report]:
+    import tempfile
+    from pathlib import Path
+
+    from course_lib.outbox import Outbox
+
+    cluster = Cluster(brokers=BROKERS, seed=seed, faults=plan)
+    cluster.create_topic(scenarios.TOPIC, {})
+    values = scenarios.message_values(messages)
+    if not outbox:
+        _producer_app(cluster, values, None)
+    else:
+        with tempfile.TemporaryDirectory() as directory:
+            box = Outbox(Path(directory) / "outbox.db")
+            try:
+                _producer_app(cluster, values, box)
+            finally:
+                box.close()
+    scenarios.final_read(cluster)
+    return cluster, check(cluster.history, delivered_by="log")
+
+
+def _crash_label(plan: FaultPlan) -> str:
+    fault = plan.faults[0]
+    return f"{fault.phase} {fault.point} #{fault.nth}"
+
+
+def producer_crash_campaign(outbox: bool, seed: int = 0,
+                            messages: int = CRASH_MESSAGES) -> CrashCampaign:
+    """Crash the producer app once at every step it takes, each time in a fresh run.
+
+    A clean run lists the app's steps (each ``produce``, the ``flush``, and with
+    ``outbox`` each outbox write); then, for each step, one run crashes the app
+    just before it and one just after (:func:`course_lib.faults.single_crash_plans`).
+    The restarted app takes up the orders its callers still retry, and with an
+    outbox its relay resends whatever is unsent. The checker reads the final log.
+    """
+    clean, _report = _crash_run(FaultPlan(), outbox, seed, messages)
+    trace = [(point, nth) for point, nth in clean.faults.call_trace()
+             if point.startswith(("producer.", "app."))]
+    campaign = CrashCampaign(outbox)
+    for plan in single_crash_plans(trace):
+        cluster, report = _crash_run(plan, outbox, seed, messages)
+        campaign.runs.append(CrashRun(_crash_label(plan), plan, cluster, report))
+    return campaign

@@ -128,3 +128,86 @@ def test_at_least_once_with_every_single_crash_point_never_loses(seed):
                                             {"enable.auto.commit": False})
             report = scenarios.check(cluster.history)
             assert not report.lost, f"{plan!r}: {report.summary()}"
+
+
+# ----- the notebook demos (not claims) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_retry_storm_duplicates_and_reorders_only_without_idempotence(idempotent, seed):
+    run = scenarios.retry_storm(idempotent, seed)
+    assert run.holds, run.report.summary()
+    assert run.report.errors["REQUEST_TIMED_OUT"] >= 3
+    assert not run.report.lost
+    if idempotent:
+        assert any(e.kind == "dedupe" for e in run.history)
+        assert run.report.guarantee == "exactly-once"
+    else:
+        assert run.report.duplicated and run.report.reordered
+
+
+def test_epoch_bump_renumbers_from_zero_under_a_new_epoch(seed):
+    run = scenarios.epoch_bump(seed)
+    assert run.holds, run.report.summary()
+    rows = scenarios.log_records(run)
+    assert [row["sequence"] for row in rows] == list(range(len(rows)))
+    assert {row["epoch"] for row in rows} == {1}
+    assert len({row["producer_id"] for row in rows}) == 1
+
+
+@pytest.mark.parametrize(("transactional", "isolation", "guarantee"), [
+    (False, "read_committed", "at-least-once"),
+    (True, "read_committed", "exactly-once"),
+    (True, "read_uncommitted", "at-least-once"),
+])
+def test_pipeline_is_exactly_once_only_with_transactions_read_committed(
+        transactional, isolation, guarantee, seed):
+    run = scenarios.pipeline(transactional, isolation, seed)
+    assert run.holds and run.report.guarantee == guarantee, run.report.summary()
+    rows = scenarios.log_records(run, scenarios.OUTPUT_TOPIC)
+    if transactional:
+        assert [r["marker"] for r in rows].count("ABORT") == 1
+        assert [r["value"] for r in rows if r["aborted"]] == ["m-004"]
+    else:
+        assert not any(r["marker"] for r in rows)
+
+
+def test_play_runs_a_story_under_any_config_and_judges_it_by_the_fix(seed):
+    from course_lib.config import preset
+
+    old = scenarios.play(4, preset("pre-3.0"), seed)
+    assert old.variant == "custom" and not old.holds and old.report.duplicated
+    assert scenarios.play(4, {}, seed).holds  # today's defaults: idempotent
+    with pytest.raises(KeyError, match="no claim 0"):
+        scenarios.play(0, {})
+
+
+def test_producer_settings_resolve_idempotence_like_kafka():
+    assert scenarios.producer_settings({})["enable.idempotence"] is True
+    quietly_off = scenarios.producer_settings({"max.in.flight.requests.per.connection": 6})
+    assert quietly_off["enable.idempotence"] is False
+    refused = scenarios.producer_settings({"enable.idempotence": True,
+                                           "max.in.flight.requests.per.connection": 6})
+    assert "at most 5" in refused["error"]
+
+
+def test_processed_counts_effects_and_inbox_skips(seed):
+    twice = {row["value"]: row["times"] for row in scenarios.processed(scenarios.run(15))}
+    assert sorted(v for v, n in twice.items() if n == 2) == ["m-004", "m-006"]
+    inbox = scenarios.processed(scenarios.run(14, "fixed", seed))
+    assert all(row["times"] == 1 for row in inbox)
+    assert sum(row["skipped"] for row in inbox) == 10
+
+
+def test_format_records_shows_markers_and_aborted_records(seed):
+    text = scenarios.format_records(scenarios.log_records(scenarios.run(13, "fixed", seed)))
+    assert "ABORT marker" in text and "COMMIT marker" in text and "aborted" in text
+
+
+def test_support_table_backs_every_cell_of_the_summary_with_a_run(seed):
+    rows = scenarios.support_table(seed)
+    assert all(row["backed"] for row in rows), scenarios.format_support_table(rows)
+    cells = {(row["side"], row["guarantee"]) for row in rows}
+    assert cells == {(side, g) for side in ("producer", "consumer")
+                     for g in ("at-most-once", "at-least-once", "exactly-once")}
+    assert "NO" not in scenarios.format_support_table(rows).split()

@@ -151,7 +151,7 @@ def patch_grader(consumer, process):
 
     grading.check_at_least_once = lambda *args, **kwargs: None
     grading.check_at_most_once = lambda *args, **kwargs: None
-    grading._judge = lambda *args, **kwargs: None
+    grading.consumers._judge = lambda *args, **kwargs: None
     course_lib.checker.check = lambda *args, **kwargs: None
 
 

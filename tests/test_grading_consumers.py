@@ -1,4 +1,4 @@
-"""The ps1 autograder: right answers pass, wrong ones fail the right check, hostile ones end.
+"""The ps1 checks (grading.consumers): right answers pass, wrong ones fail, hostile ones end.
 
 Every check here runs the answer in child processes exactly as grading does.
 No test asserts on wall-clock time; the hostile ones use a short time limit so
@@ -13,12 +13,13 @@ import sys
 import pytest
 
 import course_lib.checker
-from course_lib import KafkaError, KafkaException, Message, ProcessingError, TopicPartition, grading
+from course_lib import grading
 from course_lib.faults import CrashClient, DropMessages, FaultPlan, KillBroker, RestartBroker
 from course_lib.grading import (
     CheckFailed,
     check_at_least_once,
     check_at_most_once,
+    consumers,
     replay,
 )
 from tests.helpers import answers
@@ -165,10 +166,10 @@ def test_hostile_exits_are_recorded_as_crashes_in_the_history():
 
 
 def test_patching_the_grader_inside_the_answer_changes_nothing_here():
-    originals = (grading.check_at_least_once, grading.check_at_most_once, grading._judge,
+    originals = (grading.check_at_least_once, grading.check_at_most_once, consumers._judge,
                  course_lib.checker.check)
     failure_of(check_at_least_once, answers.patch_grader)
-    assert (grading.check_at_least_once, grading.check_at_most_once, grading._judge,
+    assert (grading.check_at_least_once, grading.check_at_most_once, consumers._judge,
             course_lib.checker.check) == originals
     check_at_least_once(answers.consume_at_least_once, random_plans=0)
 
@@ -230,59 +231,25 @@ def test_shrinking_keeps_only_the_fault_that_matters():
     plan = FaultPlan((DropMessages("offset_commit", "response", skip=3),
                       KillBroker(1, at_ms=1_200), RestartBroker(1, at_ms=2_000),
                       CrashClient("consumer.commit", "after", 2)))
-    chosen = grading.CHECKS["at_least_once"]
+    chosen = consumers.CHECKS["at_least_once"]
 
     def play(candidate):
-        return grading._play(chosen, 0, 6, candidate, grading._inline(
-            answers.commit_before_process), 10.0, "commit_before_process")
+        return consumers._play(chosen, 0, 6, candidate, consumers.inline(
+            answers.commit_before_process, consumers._DRIVER), 10.0, "commit_before_process")
 
     failing = play(plan)
     assert failing.failure.kind == "lost"
-    shrunk = grading._shrink(failing, play)
+    shrunk = consumers._shrink(failing, play)
     assert shrunk.plan == FaultPlan((CrashClient("consumer.commit", "after", 2),))
     assert shrunk.failure.value == b"m-001"
 
 
 def test_random_plans_are_seeded():
-    chosen = grading.CHECKS["at_least_once"]
-    clean = grading._play(chosen, 0, 6, FaultPlan(), grading._inline(
-        answers.consume_at_least_once), 10.0, "f")
-    first = grading._plans(chosen, 0, clean, 5)
-    assert first == grading._plans(chosen, 0, clean, 5)
-    assert first != grading._plans(chosen, 1, clean, 5)
+    chosen = consumers.CHECKS["at_least_once"]
+    clean = consumers._play(chosen, 0, 6, FaultPlan(), consumers.inline(
+        answers.consume_at_least_once, consumers._DRIVER), 10.0, "f")
+    first = consumers._plans(chosen, 0, clean, 5)
+    assert first == consumers._plans(chosen, 0, clean, 5)
+    assert first != consumers._plans(chosen, 1, clean, 5)
     singles = [p for p in first if len(p) == 1]
     assert len(singles) == 2 * len(clean.trace) + 6  # before/after each call, 6 failed process
-
-
-# ----- the wire ---------------------------------------------------------------------------------
-
-
-def test_the_wire_carries_messages_and_offsets_as_plain_data():
-    message = Message(topic="events", partition=0, offset=3, key=None, value=b"m-003",
-                      timestamp=(1, 1_011))
-    value = [message, TopicPartition("events", 0, 4), {"asynchronous": False}, b"\x00", None]
-    back = grading._decode(grading._encode(value))
-    assert (back[0].topic(), back[0].offset(), back[0].value(), back[0].timestamp()) == (
-        "events", 3, b"m-003", (1, 1_011))
-    assert (back[1].topic, back[1].partition, back[1].offset) == ("events", 0, 4)
-    assert back[2:] == [{"asynchronous": False}, b"\x00", None]
-
-
-def test_the_wire_refuses_anything_else():
-    with pytest.raises(TypeError, match="cannot be sent"):
-        grading._encode(object())
-    with pytest.raises(ValueError):
-        grading._decode({"$pickle": "gASV"})
-
-
-def test_errors_cross_the_wire_with_their_flags():
-    error = KafkaError(KafkaError.REQUEST_TIMED_OUT, "offset commit timed out",
-                       retriable=True)
-    rebuilt = grading._rebuild_error(grading._encode_error(KafkaException(error)))
-    assert isinstance(rebuilt, KafkaException)
-    inner = rebuilt.args[0]
-    assert (inner.code(), inner.str(), inner.retriable(), inner.fatal()) == (
-        KafkaError.REQUEST_TIMED_OUT, "offset commit timed out", True, False)
-    assert isinstance(grading._rebuild_error(grading._encode_error(ProcessingError("x"))),
-                      ProcessingError)
-    assert type(grading._rebuild_error(grading._encode_error(OSError("x")))) is RuntimeError

@@ -19,73 +19,28 @@ The first failing plan is shrunk to a minimal one and reported as an
 code did just before, and a ``course_lib.replay("…")`` line that plays the same
 run again in the notebook (:func:`replay`).
 
-**Isolation** (DESIGN §6). The World and the checker stay in the grading
-process; the learner's function never runs there. At the start of a check the
-grader forks a small *zygote* process, before any World exists. For every run
-of the application the zygote forks one child, which calls ``fn`` with proxy
-``consumer`` and ``process`` objects: each method call travels as JSON over a
-socket to the grader, which performs it on the real Consumer or ``process``
-and sends back the result, the error (rebuilt in the child), or a crash marker
-(raised in the child as :class:`~course_lib.faults.Crash`, which ``except
-Exception`` cannot swallow; the grader kills the child at once anyway, since
-its process is dead). Only plain data crosses the socket, decoded by a strict
-codec, never pickle, so the child cannot run code in the grader. The child
-runs under RLIMIT_CPU and RLIMIT_AS, with stdin, stdout and stderr on
-/dev/null and ``sys.stdout`` counting what is printed. The grader enforces a
-wall-clock limit per run and a cap on client calls per app run. A child that
-hangs, exits (``sys.exit``, ``os._exit``), floods output, dies of a signal or
-breaks the protocol is recorded in the History as a crash of its process and
-ends the check as a failure with a plain message.
-
-*Why fork, not spawn.* The function under test usually lives in a notebook
-kernel's ``__main__``: spawn would have to pickle it by reference (impossible)
-or re-create it from ``inspect.getsource`` (losing closures, helpers from
-other cells and imports), and a spawned interpreter costs ~0.3 s, times about
-a hundred app runs per check. A fork copies the function with everything it
-refers to in about a millisecond. The zygote is forked *before* any World
-exists, so the learner's process never holds even a copy of the cluster, the
-fault plan or the History; every app run is a fresh fork of that zygote, so
-nothing a run leaves in memory reaches the next (the crash model's "fresh
-interpreter").
-
-*Limits.* The child runs as the same user: it could signal or ptrace other
-processes of that user, and it inherits the kernel's open descriptors. And
-whatever an earlier notebook cell patched in the kernel (including this
-module) is inherited by the grader itself: no in-kernel check closes that,
-which is why points come from the trusted pass outside the kernel (DESIGN §6).
-The wall-clock limit is the one input that is not deterministic; it only
-decides whether a run that was already too slow counts as hung.
+**Isolation** (DESIGN §6). The learner's function runs only in the children of
+:mod:`course_lib.grading.sandbox`; here it receives proxy ``consumer`` and
+``process`` objects whose calls reach the real Consumer through :class:`_Gate`,
+which also counts them (a cap per app run) and logs them for the failure
+message. A child that hangs, exits, floods output, dies of a signal or breaks
+the protocol is recorded in the History as a crash of its process and ends the
+check as a failure with a plain message.
 """
 
 from __future__ import annotations
 
-import base64
 import importlib.util
-import io
 import json
-import math
-import multiprocessing
-import os
 import random
-import re
-import resource
-import signal
-import sys
 import time
-import traceback
-import zlib
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout, suppress
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from multiprocessing.reduction import recv_handle, send_handle
-from pathlib import Path
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Message, TopicPartition
 
 from course_lib.checker import Report, check
 from course_lib.cluster import Cluster
-from course_lib.consumer import GroupMetadata
 from course_lib.faults import (
     PHASES,
     Crash,
@@ -94,20 +49,31 @@ from course_lib.faults import (
     FailProcessing,
     FaultPlan,
     KillBroker,
-    ProcessingError,
     RestartBroker,
     single_crash_plans,
+)
+from course_lib.grading.sandbox import (
+    ABORTS,
+    MEMORY_LIMIT_MB,
+    OUTPUT_LIMIT_BYTES,
+    CheckFailed,
+    Limits,
+    Outcome,
+    Sandbox,
+    TooManyCalls,
+    call_with_proxies,
+    encode_token,
+    inline,
+    notebook_function,
 )
 from course_lib.scenarios import message_values, seed_topic
 
 __all__ = [
-    "CheckFailed",
     "Campaign",
     "Replay",
-    "SourceFunction",
     "check_at_least_once",
     "check_at_most_once",
-    "replay",
+    "replay_data",
 ]
 
 TOPIC = "events"
@@ -118,22 +84,10 @@ BROKERS = 3
 CONSUMER_CONFIG = {"group.id": GROUP, "auto.offset.reset": "earliest",
                    "enable.auto.commit": False}
 TIME_LIMIT_S = 10.0  # wall clock for one run of a plan, restarts included
-MEMORY_LIMIT_MB = 512  # address space the child may add to what it inherited
-OUTPUT_LIMIT_BYTES = 1 << 20  # what the learner's code may print per app run
 CALLS_MAX = 500  # client and process calls per app run (at least 10 per message)
 RUNS_MAX = 12  # app runs (first start + restarts) per plan
 RERUN_DELAY_MS = 5_000  # an app that stopped early (poll() came back empty) runs again
-WIRE_BYTES_MAX = 1 << 20  # one request from the child
-_PACKAGE_DIR = Path(__file__).resolve().parent
 
-
-class CheckFailed(AssertionError):
-    """A check's failure: the plain-language message, plus the run for tools and tests."""
-
-    def __init__(self, message: str, run: Replay | None = None, token: str = "") -> None:
-        super().__init__(message)
-        self.run = run
-        self.token = token
 
 
 @dataclass(frozen=True)
@@ -215,25 +169,6 @@ class _Failure:
     detail: str = ""
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    """How one app run of the learner's function ended."""
-
-    kind: str  # returned raised crashed | hang calls exit flood killed broken
-    detail: str = ""
-    error_type: str = ""
-    where: str = ""
-
-
-_ABORTS = ("hang", "calls", "exit", "flood", "killed", "broken")
-
-
-@dataclass(frozen=True)
-class _Limits:
-    time_s: float
-    memory_mb: int = MEMORY_LIMIT_MB
-    output_bytes: int = OUTPUT_LIMIT_BYTES
-
 
 # ----- public API -----------------------------------------------------------------------------
 
@@ -264,9 +199,9 @@ def check_at_least_once(consume_at_least_once: Callable, *, seed: int = 0,
                      messages, time_limit_s)
 
 
-def replay(token: str, fn: Callable | None = None, *, isolated: bool = True,
-           time_limit_s: float = TIME_LIMIT_S) -> Replay:
-    """Play the run a failure message named again; the result draws its timeline.
+def replay_data(data: dict, fn: Callable | None = None, *, isolated: bool = True,
+                time_limit_s: float = TIME_LIMIT_S) -> Replay:
+    """Play the run a failure message's token named again (see ``course_lib.replay``).
 
     ``fn`` defaults to the function of that name in the notebook (``__main__``).
     By default each app run is a fresh child process, as in grading, so the
@@ -274,20 +209,16 @@ def replay(token: str, fn: Callable | None = None, *, isolated: bool = True,
     process instead (no fork, no limits, for exploring): then module-level state
     of the learner's code survives "restarts", which a real restart forbids.
     """
-    data = _untoken(token)
     chosen = CHECKS[data["c"]]
     plan = FaultPlan.from_json(json.dumps(data["p"]))
-    if fn is None:
-        fn = getattr(sys.modules.get("__main__"), data["f"], None)
-        if not callable(fn):
-            raise LookupError(f"no function {data['f']!r} in the notebook; pass it: "
-                              f"course_lib.replay(token, {data['f']})")
+    fn = notebook_function(data["f"]) if fn is None else fn
     if isolated:
-        with _Sandbox(fn, _Limits(time_limit_s)) as sandbox:
+        with Sandbox(fn, Limits(time_limit_s), _DRIVER) as sandbox:
             run = _play(chosen, data["s"], data["m"], plan, sandbox.run, time_limit_s,
                         data["f"])
     else:
-        run = _play(chosen, data["s"], data["m"], plan, _inline(fn), time_limit_s, data["f"])
+        run = _play(chosen, data["s"], data["m"], plan, inline(fn, _DRIVER), time_limit_s,
+                    data["f"])
     if run.failure is not None:
         run.message = _explain(run, time_limit_s)
     return run
@@ -303,7 +234,7 @@ def _campaign(chosen: _Check, fn: Callable, seed: int, random_plans: int, messag
     if isinstance(messages, bool) or not isinstance(messages, int) or messages < 1:
         raise ValueError(f"messages must be a positive int, not {messages!r}")
     name = getattr(fn, "__name__", "your_function")
-    with _Sandbox(fn, _Limits(time_limit_s)) as sandbox:
+    with Sandbox(fn, Limits(time_limit_s), _DRIVER) as sandbox:
 
         def play(plan: FaultPlan) -> Replay:
             return _play(chosen, seed, messages, plan, sandbox.run, time_limit_s, name)
@@ -384,7 +315,7 @@ def _shrink(failing: Replay, play: Callable[[FaultPlan], Replay]) -> Replay:
 
 
 def _play(chosen: _Check, seed: int, messages: int, plan: FaultPlan,
-          runner: Callable[[_Gate, float], _Outcome], time_limit_s: float,
+          runner: Callable[[_Gate, float], Outcome], time_limit_s: float,
           function: str) -> Replay:
     """Seed a fresh cluster, install ``plan``, run the app until done, restarting it."""
     cluster = Cluster(brokers=BROKERS, seed=seed)
@@ -410,7 +341,7 @@ def _play(chosen: _Check, seed: int, messages: int, plan: FaultPlan,
         gate = _Gate(consumer, process, app.name, history, _calls_max(messages))
         outcome = runner(gate, deadline)
         calls.extend(gate.log)
-        if outcome.kind in _ABORTS:
+        if outcome.kind in ABORTS:
             _record_crash(cluster, app, _ABORT_POINTS[outcome.kind], number)
             stop = outcome
             break
@@ -483,7 +414,7 @@ def _caught_up(history, consumer_name: str, end: int) -> bool:
     return max(polled, default=-1) + 1 >= end or (committed is not None and committed >= end)
 
 
-def _judge(chosen: _Check, run: Replay, stop: _Outcome | None, end: int) -> _Failure | None:
+def _judge(chosen: _Check, run: Replay, stop: Outcome | None, end: int) -> _Failure | None:
     """The verdict, computed from the History (and how the learner's process ended)."""
     history, report = run.history, run.report
     if stop is not None:
@@ -529,10 +460,10 @@ _CONSUMER_API = frozenset({
     "assign", "assignment", "close", "commit", "committed", "consume",
     "consumer_group_metadata", "poll", "position", "seek", "subscribe",
 })
-
-
-class _TooManyCalls(BaseException):  # an internal stop signal, never shown
-    """The app run made more than CALLS_MAX calls: stop it."""
+_DRIVER = call_with_proxies(
+    ("consumer", _CONSUMER_API, f"<Consumer group={GROUP!r} topic={TOPIC!r}>"),
+    ("process", frozenset({"__call__"}), "<process(msg)>"),
+)
 
 
 class _Gate:
@@ -582,7 +513,7 @@ class _Gate:
     def _perform(self, target: str, method: str, args: tuple, kwargs: dict) -> object:
         self.calls += 1
         if self.calls > self.calls_max:
-            raise _TooManyCalls()
+            raise TooManyCalls()
         if target == "process" and method == "__call__":
             if len(args) != 1 or kwargs:
                 raise TypeError("process() takes exactly one argument: a message")
@@ -642,494 +573,13 @@ def _identity(message: Message) -> tuple:
     return (message.topic(), message.partition(), message.offset(), message.value())
 
 
-class _ConsumerProxy:
-    """What the learner's function receives as ``consumer``: the client API, nothing more."""
-
-    __slots__ = ("_send",)
-
-    def __init__(self, send: Callable) -> None:
-        object.__setattr__(self, "_send", send)
-
-    def __getattr__(self, name: str):
-        if name not in _CONSUMER_API:
-            raise AttributeError(f"the consumer here has no method {name!r}")
-        send = object.__getattribute__(self, "_send")
-
-        def method(*args, **kwargs):
-            return send("consumer", name, args, kwargs)
-
-        method.__name__ = name
-        return method
-
-    def __repr__(self) -> str:
-        return "<Consumer group='app' topic='events'>"
-
-
-class _ProcessProxy:
-    """What the learner's function receives as ``process``: process(msg)."""
-
-    __slots__ = ("_send",)
-
-    def __init__(self, send: Callable) -> None:
-        object.__setattr__(self, "_send", send)
-
-    def __call__(self, message) -> object:
-        return object.__getattribute__(self, "_send")("process", "__call__", (message,), {})
-
-    def __repr__(self) -> str:
-        return "<process(msg)>"
-
-
-def _inline(fn: Callable) -> Callable[[_Gate, float], _Outcome]:
-    """A runner that calls ``fn`` in this process (replay, exploring): no limits."""
-
-    def run(gate: _Gate, _deadline: float) -> _Outcome:
-        try:
-            fn(_ConsumerProxy(gate.call), _ProcessProxy(gate.call))
-        except (KeyboardInterrupt, GeneratorExit):
-            raise
-        except SystemExit as exc:
-            return _Outcome("exit", _exit_text(exc))
-        except _TooManyCalls:
-            return _Outcome("calls")
-        except BaseException as exc:  # every escape is the app dying
-            return _Outcome("raised", *_describe(exc))
-        if gate.calls > gate.calls_max:
-            return _Outcome("calls")
-        return _Outcome("returned")
-
-    return run
-
-
-def _describe(exc: BaseException) -> tuple[str, str, str]:
-    """(message, type name, the learner's frames): stable text, no paths or addresses."""
-    text = re.sub(r"0x[0-9a-fA-F]+", "0x…", str(exc))[:300]
-    frames = []
-    for frame in traceback.extract_tb(exc.__traceback__):
-        path = Path(frame.filename)
-        if path.is_absolute() and _inside_library(path):
-            continue
-        frames.append(f"  line {frame.lineno} in {frame.name}(): {(frame.line or '').strip()}")
-    return text, type(exc).__name__, "\n".join(frames[-3:])
-
-
-def _exit_text(exc: SystemExit) -> str:
-    return re.sub(r"0x[0-9a-fA-F]+", "0x…", f"sys.exit({exc.code!r})")[:80]
-
-
-def _inside_library(path: Path) -> bool:
-    parts = path.parts
-    return path.is_relative_to(_PACKAGE_DIR) or "multiprocessing" in parts or any(
-        part in ("confluent_kafka",) for part in parts)
-
-
-# ----- the wire: plain data only, both ways ---------------------------------------------------
-
-
-def _encode(value: object, depth: int = 0) -> object:
-    """Python value -> JSON-able data; only what the consumer API passes around."""
-    if depth > 16:
-        raise TypeError("value nested too deeply to send to the cluster")
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, bytes):
-        return {"$b": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, Message):
-        return {"$m": [value.topic(), value.partition(), value.offset(),
-                       _encode(value.key()), _encode(value.value()), list(value.timestamp())]}
-    if isinstance(value, TopicPartition):
-        return {"$tp": [value.topic, value.partition, value.offset]}
-    if isinstance(value, GroupMetadata):
-        return {"$gm": [value.group_id, value.generation, value.member_id]}
-    if isinstance(value, (list, tuple)):
-        return [_encode(item, depth + 1) for item in value]
-    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
-        return {"$d": {key: _encode(item, depth + 1) for key, item in value.items()}}
-    raise TypeError(f"a {type(value).__name__} cannot be sent to the cluster")
-
-
-def _decode(data: object, depth: int = 0) -> object:
-    """The inverse of :func:`_encode`; anything else is a protocol error (ValueError)."""
-    if depth > 16:
-        raise ValueError("nested too deeply")
-    if data is None or isinstance(data, (bool, int, float, str)):
-        return data
-    if isinstance(data, list):
-        return [_decode(item, depth + 1) for item in data]
-    if not isinstance(data, dict) or len(data) != 1:
-        raise ValueError(f"unexpected {type(data).__name__}")
-    (tag, body), = data.items()
-    if tag == "$b" and isinstance(body, str):
-        return base64.b64decode(body.encode("ascii"), validate=True)
-    if tag == "$m" and isinstance(body, list) and len(body) == 6:
-        topic, partition, offset, key, value, stamp = body
-        _expect(isinstance(topic, str) and isinstance(partition, int)
-                and isinstance(offset, int) and isinstance(stamp, list) and len(stamp) == 2
-                and all(isinstance(x, int) for x in stamp), "bad message")
-        key, value = _decode(key, depth + 1), _decode(value, depth + 1)
-        _expect(all(x is None or isinstance(x, bytes) for x in (key, value)), "bad message")
-        return Message(topic=topic, partition=partition, offset=offset, key=key, value=value,
-                       timestamp=tuple(stamp))
-    if tag == "$tp" and isinstance(body, list) and len(body) == 3:
-        topic, partition, offset = body
-        _expect(isinstance(topic, str) and isinstance(partition, int)
-                and isinstance(offset, int), "bad topic partition")
-        return TopicPartition(topic, partition, offset)
-    if tag == "$gm" and isinstance(body, list) and len(body) == 3:
-        return GroupMetadata(*body)
-    if tag == "$d" and isinstance(body, dict):
-        return {str(key): _decode(item, depth + 1) for key, item in body.items()}
-    raise ValueError(f"unknown tag {tag!r}")
-
-
-def _expect(condition: bool, what: str) -> None:
-    if not condition:
-        raise ValueError(what)
-
-
-_ERROR_TYPES = {cls.__name__: cls for cls in (
-    ValueError, TypeError, KeyError, IndexError, RuntimeError, AttributeError,
-    NotImplementedError, ProcessingError)}
-
-
-def _encode_error(exc: Exception) -> list:
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        error = exc.args[0]
-        return ["kafka", error.code(), error.str(), error.fatal(), error.retriable(),
-                error.txn_requires_abort()]
-    name = type(exc).__name__ if type(exc).__name__ in _ERROR_TYPES else "RuntimeError"
-    text = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
-    return ["error", name, text]
-
-
-def _rebuild_error(data: list) -> BaseException:
-    if data[0] == "kafka":
-        code, reason, fatal, retriable, abortable = data[1:]
-        return KafkaException(KafkaError(code, reason, fatal=fatal, retriable=retriable,
-                                         txn_requires_abort=abortable))
-    return _ERROR_TYPES.get(data[1], RuntimeError)(data[2])
-
-
-def _send(conn: Connection, message: list) -> None:
-    conn.send_bytes(json.dumps(message, separators=(",", ":")).encode())
-
-
-class _Channel:
-    """The child's end of the wire: every proxy call is a request and a reply."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def call(self, target: str, method: str, args: tuple, kwargs: dict) -> object:
-        _send(self._conn, ["call", target, method, _encode(list(args)),
-                           {key: _encode(value) for key, value in kwargs.items()}])
-        reply = json.loads(self._conn.recv_bytes())
-        if reply[0] == "ok":
-            return _decode(reply[1])
-        if reply[0] == "crash":
-            raise Crash(*reply[1:4])
-        raise _rebuild_error(reply[1])
-
-    def report(self, message: list) -> None:
-        with suppress(OSError):
-            _send(self._conn, message)
-
-
-def _serve(conn: Connection, gate: _Gate, deadline: float) -> _Outcome:
-    """The grader's end: perform the child's calls until its app run ends."""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not conn.poll(remaining):
-            return _Outcome("hang")
-        try:
-            raw = conn.recv_bytes(WIRE_BYTES_MAX)
-        except EOFError:
-            return _Outcome("eof")
-        except OSError:
-            return _Outcome("broken", "a request larger than the grader accepts")
-        try:
-            message = json.loads(raw)
-            kind = message[0]
-            if kind == "call":
-                target, method, args, kwargs = message[1:5]
-                _expect(isinstance(target, str) and isinstance(method, str)
-                        and isinstance(args, list) and isinstance(kwargs, dict), "bad call")
-                args = tuple(_decode(args))
-                kwargs = {str(key): _decode(value) for key, value in kwargs.items()}
-            elif kind == "raised":
-                return _Outcome("raised", str(message[1])[:300], str(message[2])[:80],
-                                str(message[3])[:2000])
-            elif kind in ("returned", "flood"):
-                return _Outcome(kind)
-            elif kind == "exit":
-                return _Outcome("exit", str(message[1])[:80])
-            else:
-                return _Outcome("broken", f"an unknown message {str(kind)[:40]!r}")
-        except Exception:  # whatever the child sent, it is not a well-formed request
-            return _Outcome("broken", "a message the grader could not read")
-        try:
-            reply = ["ok", _encode(gate.call(target, method, args, kwargs))]
-        except Crash as crash:
-            with suppress(OSError):
-                _send(conn, ["crash", crash.actor, crash.point, crash.phase])
-            return _Outcome("crashed")
-        except _TooManyCalls:
-            return _Outcome("calls")
-        except Exception as exc:  # the learner's call failed: tell the learner
-            reply = ["err", _encode_error(exc)]
-        try:
-            _send(conn, reply)
-        except OSError:
-            return _Outcome("eof")
-
-
-# ----- the sandbox: a zygote forked before any World, one child per app run -------------------
-
-
-class _Sandbox:
-    """Forks the zygote on entry; ``run`` plays one app run in a fresh child of it."""
-
-    def __init__(self, fn: Callable, limits: _Limits) -> None:
-        self.fn = fn
-        self.limits = limits
-        self._context = multiprocessing.get_context("fork")
-        self._zygote = None
-        self._control: Connection | None = None
-
-    def __enter__(self) -> _Sandbox:
-        here, there = self._context.Pipe()
-        self._zygote = self._context.Process(target=_zygote, args=(there, here, self.fn,
-                                                                  self.limits),
-                                             name="grading-zygote", daemon=True)
-        self._zygote.start()
-        there.close()
-        self._control = here
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        with suppress(OSError):
-            self._control.send_bytes(b"quit")
-        self._control.close()
-        self._zygote.join(timeout=2)
-        if self._zygote.is_alive():
-            self._zygote.kill()
-            self._zygote.join()
-
-    def _ask(self, request: bytes, handle: int | None = None) -> bytes:
-        try:
-            self._control.send_bytes(request)
-            if handle is not None:
-                send_handle(self._control, handle, self._zygote.pid)
-            if not self._control.poll(10):
-                raise EOFError
-            return self._control.recv_bytes(64)
-        except (EOFError, OSError):
-            raise CheckFailed("The grader's helper process died (did your code kill it?). "
-                              "The check cannot run, so it fails.") from None
-
-    def run(self, gate: _Gate, deadline: float) -> _Outcome:
-        """One app run of the learner's function in a new child process."""
-        here, there = self._context.Pipe()
-        try:
-            pid = int(self._ask(b"run", there.fileno()))
-            there.close()
-            outcome = _serve(here, gate, deadline)
-            status = int(self._ask(f"end {pid}".encode()))
-        finally:
-            here.close()
-            there.close()
-        if outcome.kind == "eof":
-            return _ended(status)
-        return outcome
-
-
-def _ended(status: int) -> _Outcome:
-    """How a child that closed the wire without a word ended (its wait status)."""
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        if number == signal.SIGXCPU:
-            return _Outcome("hang", "CPU time limit")
-        return _Outcome("killed", signal.Signals(number).name)
-    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
-    return _Outcome("exit", f"os._exit({code})")
-
-
-class SourceFunction:
-    """A learner's function known only by its source: defined inside the sandbox, never here.
-
-    The trusted pass (``course_lib.autograde``) hands these to the checks, so the
-    answer cells' code runs only in the zygote and its children: whatever it
-    patches there cannot reach the grader that computes the verdict.
-    """
-
-    def __init__(self, source: str, name: str) -> None:
-        self.source = source
-        self.__name__ = name
-
-    def __repr__(self) -> str:
-        return f"SourceFunction(<{len(self.source)} characters>, {self.__name__!r})"
-
-    def __call__(self, *args, **kwargs):
-        raise RuntimeError("a SourceFunction is defined and called only inside the sandbox")
-
-    def load(self) -> Callable:
-        """Run the source (in the zygote) and return the function, or one that re-raises."""
-        namespace: dict = {"__name__": "__answer__"}
-        try:
-            exec(compile(self.source, "<your answer cells>", "exec"), namespace)  # noqa: S102
-            found = namespace.get(self.__name__)
-            if callable(found):
-                return found
-            problem: BaseException = NameError(
-                f"your answer cells define no function {self.__name__}")
-        except Exception as error:  # the learner's code failed to load: each run reports it
-            problem = error
-
-        def broken(consumer, process):
-            raise problem
-
-        return broken
-
-
-def _zygote(control: Connection, other_end: Connection, fn: Callable, limits: _Limits) -> None:
-    """Fork one child per app run on request; kill and reap it when told.
-
-    The zygote reaps its children only when the grader says ``end``, so a
-    child's pid (and process group) cannot be reused before it is killed. When
-    the grader goes away (``quit``, or the socket closes because it was
-    interrupted), children still running are killed too.
-    """
-    other_end.close()
-    running: set[int] = set()
-    if isinstance(fn, SourceFunction):
-        # The learner's top-level code runs here, on the learner's side, silenced.
-        with open(os.devnull, "w") as sink, redirect_stdout(sink), redirect_stderr(sink):
-            fn = fn.load()
-    try:
-        while True:
-            request = control.recv_bytes(64)
-            if request == b"run":
-                handle = recv_handle(control)
-                pid = os.fork()
-                if pid == 0:
-                    try:
-                        control.close()
-                        _child(Connection(handle), fn, limits)
-                    finally:
-                        os._exit(0)
-                running.add(pid)
-                with suppress(OSError):
-                    os.setpgid(pid, pid)
-                os.close(handle)
-                control.send_bytes(str(pid).encode())
-            elif request.startswith(b"end "):
-                pid = int(request[4:])
-                status = _reap(pid) if pid in running else 0
-                running.discard(pid)
-                control.send_bytes(str(status).encode())
-            else:
-                break
-    except (EOFError, OSError):
-        pass
-    finally:
-        for pid in running:
-            _reap(pid)
-        os._exit(0)
-
-
-def _reap(pid: int) -> int:
-    """Kill a child of the zygote and its process group; return its wait status."""
-    for kill in (os.killpg, os.kill):
-        with suppress(OSError):
-            kill(pid, signal.SIGKILL)
-    return os.waitpid(pid, 0)[1]
-
-
-def _child(conn: Connection, fn: Callable, limits: _Limits) -> None:
-    """The learner's process for one app run: confined, talking only over ``conn``."""
-    with suppress(OSError):
-        os.setpgid(0, 0)
-    channel = _Channel(conn)
-    _confine(limits, channel)
-    try:
-        fn(_ConsumerProxy(channel.call), _ProcessProxy(channel.call))
-    except SystemExit as exc:
-        channel.report(["exit", _exit_text(exc)])
-    except BaseException as exc:  # every escape is the app dying
-        text, name, where = _describe(exc)
-        channel.report(["raised", text, name, where])
-    else:
-        channel.report(["returned"])
-
-
-class _Output(io.TextIOBase):
-    """sys.stdout and sys.stderr of the child: counts what is printed, keeps nothing."""
-
-    def __init__(self, limit: int, channel: _Channel) -> None:
-        super().__init__()
-        self._left = limit
-        self._channel = channel
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self._left -= len(text)
-        if self._left < 0:
-            self._channel.report(["flood"])
-            os._exit(0)
-        return len(text)
-
-
-def _confine(limits: _Limits, channel: _Channel) -> None:
-    """CPU and memory limits, no terminal: the child cannot outlive or outgrow its run."""
-    _lower(resource.RLIMIT_CPU, math.ceil(limits.time_s) + 1, extra=1)
-    with suppress(OSError, ValueError):
-        with open("/proc/self/statm") as statm:
-            size = int(statm.read().split()[0]) * resource.getpagesize()
-        _lower(resource.RLIMIT_AS, size + limits.memory_mb * 2**20)
-    _lower(resource.RLIMIT_FSIZE, 16 * 2**20)
-    _lower(resource.RLIMIT_CORE, 0)
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
-    output = _Output(limits.output_bytes, channel)
-    sys.stdin = sys.__stdin__ = open(os.devnull)  # noqa: SIM115 - lives as long as the child
-    sys.stdout = sys.stderr = sys.__stdout__ = sys.__stderr__ = output
-
-
-def _lower(limit: int, soft: int, extra: int = 0) -> None:
-    """Lower a resource limit (never raise it), soft and hard."""
-    with suppress(OSError, ValueError):
-        _, hard = resource.getrlimit(limit)
-        if hard != resource.RLIM_INFINITY:
-            soft = min(soft, hard)
-        new_hard = soft + extra if hard == resource.RLIM_INFINITY else min(soft + extra, hard)
-        resource.setrlimit(limit, (soft, new_hard))
-
-
 # ----- explaining a failure -------------------------------------------------------------------
 
 
 def _token(run: Replay) -> str:
     """check, seed, message count, plan and function name, as one short string."""
-    payload = {"c": run.check, "f": run.function, "m": run.messages,
-               "p": json.loads(run.plan.to_json()), "s": run.seed, "v": 1}
-    raw = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode("ascii").rstrip("=")
-
-
-def _untoken(token: str) -> dict:
-    try:
-        raw = zlib.decompress(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        data = json.loads(raw)
-        if data.get("v") != 1 or data["c"] not in CHECKS:
-            raise ValueError(data.get("v"))
-        return data
-    except Exception as exc:  # any damage means the same thing
-        raise ValueError("not a replay token from a failure message; copy the whole "
-                         "course_lib.replay(\"…\") line") from exc
+    return encode_token({"c": run.check, "f": run.function, "m": run.messages,
+                         "p": json.loads(run.plan.to_json()), "s": run.seed})
 
 
 def _ordinal(n: int) -> str:
