@@ -670,9 +670,6 @@ def format_table(rows: list[dict]) -> str:
 # ----- demos for the lecture notebooks (not claims; each is documented and tested) ----------
 
 OUTPUT_TOPIC = "results"
-STRONGER = {"exactly-once": {"exactly-once", "at-least-once", "at-most-once"},
-            "at-least-once": {"at-least-once"}, "at-most-once": {"at-most-once"},
-            "none": set()}
 
 
 def _demo(claim: int, variant: str, config: dict, cluster: Cluster, expected: str,

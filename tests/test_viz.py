@@ -231,3 +231,30 @@ def test_bad_arguments_are_refused(runs):
         viz.timeline(runs[(4, "failing")], max_rows=0)
     with pytest.raises(ValueError, match="max_records"):
         viz.replicas(runs[(4, "failing")], max_records=0)
+
+
+def test_replica_table_follows_crashes_restarts_and_the_high_watermark():
+    cluster = Cluster(brokers=3, seed=1)
+    cluster.create_topic("events", {"replication.factor": 3})
+    scenarios.publish(cluster, ["m-000", "m-001", "m-002"], {"acks": "1"})
+    before = viz.replica_table(cluster)
+    assert "leader broker-0 (leader epoch 1), ISR {0, 1, 2}" in before
+    assert "broker-0 leader up in 3 0" in " ".join(before.split())
+    assert before.endswith("a consumer can read: nothing")
+    cluster.settle(1_000)
+    assert viz.replica_table(cluster).endswith("a consumer can read: m-000, m-001, m-002")
+    cluster.kill_broker(0)
+    after = viz.replica_table(cluster)
+    assert "leader broker-1 (leader epoch 2), ISR {1, 2}" in after
+    assert "broker-0 follower DOWN out" in " ".join(after.split())
+    for broker in (1, 2):
+        cluster.kill_broker(broker)
+    assert "OFFLINE: no leader" in viz.replica_table(cluster)
+    assert viz.replica_table(cluster).endswith("nothing (partition offline)")
+
+
+def test_replica_table_accepts_a_run_and_is_deterministic(runs):
+    run = runs[(4, "failing")]
+    text = viz.replica_table(run)
+    assert text == viz.replica_table(run.cluster)
+    assert text.startswith("events-0 at ") and "a consumer can read: m-000, m-001" in text

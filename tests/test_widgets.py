@@ -165,3 +165,55 @@ def test_a_value_outside_the_choices_becomes_an_option():
     panel = widgets.config_panel(4, config={"retries": 5, "enable.idempotence": False})
     assert panel.controls["retries"].value == 5
     assert panel.config() == {"retries": 5, "enable.idempotence": False}
+
+
+def test_versions_name_python_the_course_and_the_clients():
+    found = widgets.versions()
+    assert set(found) >= {"python", "delivery-semantics-lab", "confluent-kafka", "ipywidgets",
+                          "librdkafka"}
+    assert found["python"].startswith("3.11")
+    assert all(isinstance(value, str) and value for value in found.values())
+
+
+def test_smoke_test_reruns_on_every_click():
+    assert "0 acknowledged writes lost" in widgets.smoke_line("all")
+    assert "10 acknowledged writes lost" in widgets.smoke_line("1")
+    smoke = widgets.smoke_test()
+    assert smoke.acks.value == "1" and "10 acknowledged writes lost" in smoke.line.value
+    smoke.acks.value = "all"
+    assert smoke.clicks == 1
+    assert "0 acknowledged writes lost" in smoke.line.value
+
+
+@pytest.fixture(scope="module")
+def crash_campaigns() -> dict:
+    return {outbox: widgets.producer_crash_campaign(outbox=outbox) for outbox in (False, True)}
+
+
+def test_producer_crash_campaign_without_outbox_loses_what_was_in_memory(crash_campaigns):
+    plain = crash_campaigns[False]
+    rows = {row["crash"]: row for row in plain.as_rows()}
+    assert len(rows) == 2 * (widgets.CRASH_MESSAGES + 1)
+    assert rows["before producer.produce #1"]["lost"] == 0
+    assert rows["before producer.produce #5"]["lost"] == 4
+    assert rows["before producer.flush #1"]["lost"] == widgets.CRASH_MESSAGES
+    assert rows["after producer.flush #1"]["lost"] == 0
+    assert plain.totals()["duplicated"] == 0
+
+
+def test_producer_crash_campaign_with_outbox_loses_nothing(crash_campaigns):
+    kept = crash_campaigns[True]
+    totals = kept.totals()
+    assert totals["runs"] == 2 * (2 * widgets.CRASH_MESSAGES + 1)
+    assert totals["lost"] == 0 and totals["runs_with_loss"] == 0
+    assert [row["crash"] for row in kept.as_rows() if row["duplicated"]] == \
+        ["after producer.flush #1"]
+    last = kept.runs[-1]
+    assert last.history is last.cluster.history and last.variant == last.label
+    assert "(41 runs)" in kept.table()
+    assert len(kept.table(compact=False).splitlines()) == totals["runs"] + 3
+
+
+def test_producer_crash_campaign_is_deterministic(crash_campaigns):
+    again = widgets.producer_crash_campaign(outbox=True)
+    assert again.as_rows() == crash_campaigns[True].as_rows()
