@@ -37,10 +37,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lab: setup
-	@if [ -f notebooks/00_start_here.ipynb ]; then start=notebooks/00_start_here.ipynb; \
-	 else start=notebooks; fi; \
-	 $(VENV_PATH) $(VENV)/bin/jupyter lab $(ROOT_ARGS) --ServerApp.root_dir="$(CURDIR)" \
-	   --LabApp.default_url="/lab/tree/$$start" $(LAB_ARGS)
+	$(VENV_PATH) $(VENV)/bin/jupyter lab $(ROOT_ARGS) --ServerApp.root_dir="$(CURDIR)" \
+	  --LabApp.default_url="/lab/tree/notebooks/00_start_here.ipynb" $(LAB_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check course_lib tests benchmarks
@@ -71,11 +69,12 @@ clean:
 #   make autograde  grade every submitted/<student>/<ps>/ into autograded/ and gradebook.db
 #   make feedback   write feedback/<student>/<ps>/*.html for everything autograded
 #   make export     write grades.csv from gradebook.db
+#   make sample-class  hand in a sample class: alice = every solution, bob = every exercise
 NBGRADER := $(VENV_PATH) $(VENV)/bin/nbgrader
 # Assignment names present under a folder laid out <folder>/<student>/<ps>/.
 assignments_in = $(sort $(notdir $(patsubst %/,%,$(wildcard $(1)/*/*/))))
 
-.PHONY: release autograde feedback export
+.PHONY: release autograde feedback export sample-class
 
 release: setup
 	@test -n "$(wildcard solutions/*/)" || { echo "no solutions/<ps>/ folders"; exit 1; }
@@ -89,10 +88,14 @@ gradebook.db:
 autograde: setup gradebook.db
 	@test -n "$(call assignments_in,submitted)" || \
 	  { echo "nothing in submitted/<student>/<ps>/ (see the README's Instructors section)"; exit 1; }
-	for ps in $(call assignments_in,submitted); do \
-	  $(NBGRADER) autograde "$$ps" || exit 1; done
-	# The trusted pass: re-grade from the answer cells' source outside the kernel (DESIGN §6).
-	$(VENV_PATH) $(PY) -m course_lib.autograde .
+	# nbgrader grades the whole class even when one notebook kills its kernel; it then
+	# exits non-zero. Grade every assignment and run the trusted pass anyway, and fail at
+	# the end, so one hostile notebook cannot stop the class from being graded.
+	status=0; for ps in $(call assignments_in,submitted); do \
+	  $(NBGRADER) autograde "$$ps" || status=1; done; \
+	$(VENV_PATH) $(PY) -m course_lib.autograde . || exit 1; \
+	if [ $$status -ne 0 ]; then echo "nbgrader could not grade some notebooks (ERROR lines" \
+	  "above): they have no autograded copy and score 0"; fi; exit $$status
 
 feedback: setup
 	@test -n "$(call assignments_in,autograded)" || { echo "nothing autograded yet"; exit 1; }
@@ -101,3 +104,10 @@ feedback: setup
 
 export: setup
 	$(NBGRADER) export
+
+sample-class:
+	for ps in $(notdir $(patsubst %/,%,$(wildcard exercises/*/))); do \
+	  mkdir -p "submitted/alice/$$ps" "submitted/bob/$$ps" && \
+	  cp "solutions/$$ps/$$ps.ipynb" "submitted/alice/$$ps/" && \
+	  cp "exercises/$$ps/$$ps.ipynb" "submitted/bob/$$ps/" || exit 1; done
+	@echo "handed in: alice (the solutions) and bob (the untouched exercises); now make autograde"

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import io
 import json
 import sys
-from contextlib import suppress
+from contextlib import redirect_stdout, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,18 +51,20 @@ def _nbgrader(cell) -> dict:
     return cell.metadata.get("nbgrader", {}) if cell.cell_type == "code" else {}
 
 
-def _answer_program(instructor, submission) -> tuple[str, list[str]]:
+def _answer_program(instructor, submission) -> tuple[list[str], list[str]]:
     """The instructor's setup cells, then the learner's answer cells; and the names to bind."""
     setup = [c.source for c in instructor.cells
              if c.cell_type == "code" and not _nbgrader(c).get("grade")
              and not _nbgrader(c).get("solution")]
-    answers = [c for c in submission.cells if _nbgrader(c).get("solution")]
-    program = "\n\n".join(setup + [c.source for c in answers])
+    answers = [c for c in submission.cells if _nbgrader(c).get("solution")
+               and c.cell_type == "code"]
+    cells = setup + [c.source for c in answers]
     names = {_nbgrader(c).get("grade_id") for c in answers}
-    with suppress(SyntaxError):  # the sandbox reports a SyntaxError on every check
-        names |= {node.name for node in ast.parse(program).body
-                  if isinstance(node, ast.FunctionDef | ast.ClassDef)}
-    return program, sorted(n for n in names if n)
+    for cell in cells:
+        with suppress(SyntaxError):  # the sandbox reports a SyntaxError on every check
+            names |= {node.name for node in ast.parse(cell).body
+                      if isinstance(node, ast.FunctionDef | ast.ClassDef)}
+    return cells, sorted(n for n in names if n)
 
 
 def _test_source(source: str) -> str:
@@ -79,14 +82,14 @@ def grade_submission(instructor_path: Path, submission_path: Path) -> list[tuple
     """
     instructor = nbformat.read(instructor_path, 4)
     submission = nbformat.read(submission_path, 4)
-    program, names = _answer_program(instructor, submission)
+    cells, names = _answer_program(instructor, submission)
     namespace: dict = {"__name__": "__trusted_pass__"}
     for cell in instructor.cells:
         meta = _nbgrader(cell)
         if cell.cell_type == "code" and not meta.get("grade") and not meta.get("solution"):
             exec(compile(cell.source, "<setup>", "exec"), namespace)  # noqa: S102 - instructor's
     for name in names:
-        namespace[name] = SourceFunction(program, name)
+        namespace[name] = SourceFunction(cells, name)
     results = []
     for cell in instructor.cells:
         meta = _nbgrader(cell)
@@ -94,8 +97,9 @@ def grade_submission(instructor_path: Path, submission_path: Path) -> list[tuple
             continue
         points = float(meta.get("points", 0))
         try:
-            exec(compile(_test_source(cell.source), f"<{meta['grade_id']}>", "exec"),  # noqa: S102
-                 dict(namespace))
+            with redirect_stdout(io.StringIO()):  # a passed check prints its summary
+                exec(compile(_test_source(cell.source), f"<{meta['grade_id']}>",  # noqa: S102
+                             "exec"), dict(namespace))
             results.append((meta["grade_id"], points, points, "passed"))
         except BaseException as error:  # noqa: BLE001 - any failure of a test cell scores 0
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -104,8 +108,9 @@ def grade_submission(instructor_path: Path, submission_path: Path) -> list[tuple
     return results
 
 
-def trusted_pass(course: Path, assignments: list[str] | None = None) -> list[CellResult]:
-    """Grade every autograded submission again and record the trusted scores."""
+def trusted_pass(course: Path, assignments: list[str] | None = None,
+                 students: list[str] | None = None) -> list[CellResult]:
+    """Grade every autograded submission again (or those named) and record the trusted scores."""
     from nbgrader.api import Gradebook, MissingEntry
 
     autograded = course / "autograded"
@@ -113,7 +118,8 @@ def trusted_pass(course: Path, assignments: list[str] | None = None) -> list[Cel
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         for notebook in sorted(autograded.glob("*/*/*.ipynb")):
             student, assignment = notebook.parent.parent.name, notebook.parent.name
-            if assignments and assignment not in assignments:
+            if (assignments and assignment not in assignments) or (
+                    students and student not in students):
                 continue
             instructor = course / "solutions" / assignment / notebook.name
             for grade_id, points, score, reason in grade_submission(instructor, notebook):
@@ -151,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("course", nargs="?", default=".", type=Path)
     parser.add_argument("--assignment", action="append")
+    parser.add_argument("--student", action="append")
     args = parser.parse_args(argv)
-    results = trusted_pass(args.course, args.assignment)
+    results = trusted_pass(args.course, args.assignment, args.student)
     print(report(results))
     out = args.course / "autograded" / "trusted_pass.json"
     out.write_text(json.dumps([asdict(r) | {"flagged": r.flagged} for r in results],

@@ -159,3 +159,12 @@ def test_readme_gives_the_newcomer_commands(command):
 def test_makefile_has_target(target):
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(rf"^{target}:", makefile, re.MULTILINE), f"Makefile lacks `{target}:`"
+
+
+def test_make_lab_opens_the_start_here_notebook():
+    """`make lab` lands the learner on 00_start_here, which says where to go next."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\nlab:", 1)[1].split("\n\n", 1)[0]
+    start = re.search(r'default_url="/lab/tree/([^"]+)"', recipe)
+    assert start and start.group(1) == "notebooks/00_start_here.ipynb", recipe
+    assert (ROOT / start.group(1)).is_file()

@@ -117,3 +117,20 @@ def test_a_child_that_hangs_is_stopped_at_the_deadline():
     with Sandbox(spin, Limits(1.0), sandbox.answer_each_case()) as box:
         outcome = box.run(gate, deadline=time.monotonic() + 0.5)
     assert outcome.kind == "hang"
+
+
+def test_a_failing_answer_cell_costs_only_what_it_should_have_defined():
+    cells = ["def first(n):\n    return n + 1\n", "import sys\nsys.exit('bye')\n",
+             "def third(n):\n    return n + 3\n"]
+    gate = Recorder([[[1], {}]])
+    for name, expected in (("first", ("answer", 2)), ("third", ("answer", 4))):
+        gate = Recorder([[[1], {}]])
+        with Sandbox(SourceFunction(cells, name), Limits(5.0),
+                     sandbox.answer_each_case()) as box:
+            box.run(gate, deadline=time.monotonic() + 30)
+        assert gate.answers == [expected]
+    gate = Recorder([[[1], {}]])
+    with Sandbox(SourceFunction(cells, "second"), Limits(5.0),
+                 sandbox.answer_each_case()) as box:
+        outcome = box.run(gate, deadline=time.monotonic() + 30)
+    assert outcome.kind == "exit" and "bye" in outcome.detail

@@ -482,31 +482,38 @@ class SourceFunction:
 
     The trusted pass (``course_lib.autograde``) hands these to the checks, so the
     answer cells' code runs only in the zygote and its children: whatever it
-    patches there cannot reach the grader that computes the verdict.
+    patches there cannot reach the grader that computes the verdict. The
+    source is a list of cells, run one after the other like a kernel runs
+    them: a cell that fails (even with ``sys.exit``) does not stop the next, so
+    a broken cell costs only the functions it should have defined.
     """
 
-    def __init__(self, source: str, name: str) -> None:
-        self.source = source
+    def __init__(self, source: str | list[str] | tuple[str, ...], name: str) -> None:
+        self.cells = (source,) if isinstance(source, str) else tuple(source)
         self.__name__ = name
 
     def __repr__(self) -> str:
-        return f"SourceFunction(<{len(self.source)} characters>, {self.__name__!r})"
+        size = sum(len(cell) for cell in self.cells)
+        return f"SourceFunction(<{len(self.cells)} cells, {size} characters>, {self.__name__!r})"
 
     def __call__(self, *args, **kwargs):
         raise RuntimeError("a SourceFunction is defined and called only inside the sandbox")
 
     def load(self) -> Callable:
-        """Run the source (in the zygote) and return the function, or one that re-raises."""
+        """Run the cells (in the zygote) and return the function, or one that re-raises."""
         namespace: dict = {"__name__": "__answer__"}
-        try:
-            exec(compile(self.source, "<your answer cells>", "exec"), namespace)  # noqa: S102
-            found = namespace.get(self.__name__)
-            if callable(found):
-                return found
-            problem: BaseException = NameError(
-                f"your answer cells define no function {self.__name__}")
-        except Exception as error:  # the learner's code failed to load: each run reports it
-            problem = error
+        problems: list[BaseException] = []
+        for number, cell in enumerate(self.cells, 1):
+            try:
+                exec(compile(cell, f"<your answer cell {number}>", "exec"),  # noqa: S102
+                     namespace)
+            except (Exception, SystemExit) as error:  # the kernel would go on to the next cell
+                problems.append(error)
+        found = namespace.get(self.__name__)
+        if callable(found):
+            return found
+        problem = problems[0] if problems else NameError(
+            f"your answer cells define no function {self.__name__}")
 
         def broken(*_args, **_kwargs):
             raise problem
