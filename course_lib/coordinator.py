@@ -247,24 +247,42 @@ class TransactionCoordinator:
                                     partitions=[f"{t}-{p}" for t, p in sorted(txn.partitions)])
 
     def _write_marker(self, tp: tuple[str, int], producer_id: int, epoch: int,
-                      control: str) -> None:
+                      control: str, written: int | None = None) -> None:
         """Write the marker and keep at it until the partition's ISR has it.
 
         Kafka's coordinator writes markers with acks=all (WriteTxnMarkers) and
         retries against the new leader: a marker only a crashed leader had is
         truncated when it returns, and the transaction would stay open for ever
         (the last stable offset stuck, read_committed readers blocked).
+        ``written`` is where an earlier attempt put the marker: while it is
+        still there, the retry only waits for replication. Looking for it
+        afresh would miss it once the producer's next transaction has records
+        after it, and a second marker would end that transaction too.
         """
         leader = self.cluster.partition(tp).leader
         if leader is not None:
             broker = self.cluster.brokers[leader]
-            offset = self._marker_offset(broker.logs[tp], producer_id, epoch, control)
+            log = broker.logs[tp]
+            offset = written if self._is_marker(log, written, producer_id, epoch,
+                                                control) else None
+            if offset is None:
+                offset = self._marker_offset(log, producer_id, epoch, control)
             if offset is None and broker.append_marker(tp, producer_id, epoch, control):
-                offset = broker.logs[tp].log_end_offset - 1
-            if offset is not None and offset < broker.logs[tp].high_watermark:
+                offset = log.log_end_offset - 1
+            if offset is not None and offset < log.high_watermark:
                 return
+            written = offset
         self.cluster.world.call_later(self.MARKER_RETRY_MS, self._write_marker, tp,
-                                      producer_id, epoch, control)
+                                      producer_id, epoch, control, written)
+
+    @staticmethod
+    def _is_marker(log, offset: int | None, producer_id: int, epoch: int, control: str) -> bool:
+        """Whether this transaction's marker is at ``offset`` of ``log``."""
+        if offset is None or not 0 <= offset < len(log.records):
+            return False
+        record = log.records[offset]
+        return (record.offset == offset and record.producer_id == producer_id
+                and record.producer_epoch == epoch and record.control == control)
 
     @staticmethod
     def _marker_offset(log, producer_id: int, epoch: int, control: str) -> int | None:

@@ -5,7 +5,15 @@ One module per assignment's checks, on one sandbox:
 - :mod:`~course_lib.grading.sandbox`: the forked, limited child the learner's
   code runs in, the JSON wire to the grader (DESIGN §6), and replay tokens;
 - :mod:`~course_lib.grading.consumers` (ps1): ``check_at_most_once``,
-  ``check_at_least_once``.
+  ``check_at_least_once``;
+- :mod:`~course_lib.grading.retries` (ps2): ``check_send_with_retries``,
+  ``check_idempotent_sender``, ``check_check_sequence``;
+- :mod:`~course_lib.grading.outbox` (ps3): ``check_place_order``,
+  ``check_relay_once``, ``check_handle_payment``;
+- :mod:`~course_lib.grading.transactions` (ps4): ``check_no_duplicates``,
+  ``check_no_loss``, ``check_zombie_fenced``, ``check_isolation``;
+- :mod:`~course_lib.grading.durability` (ps5): ``check_durability``,
+  ``check_availability``, ``check_too_few_brokers``.
 
 Every check raises :class:`CheckFailed` (an ``AssertionError``) with a message a
 learner can act on, ending in a ``course_lib.replay("…")`` line, or returns a
@@ -23,7 +31,24 @@ from course_lib.grading.consumers import (
     check_at_least_once,
     check_at_most_once,
 )
+from course_lib.grading.durability import (
+    check_availability,
+    check_durability,
+    check_too_few_brokers,
+)
+from course_lib.grading.outbox import check_handle_payment, check_place_order, check_relay_once
+from course_lib.grading.retries import (
+    check_check_sequence,
+    check_idempotent_sender,
+    check_send_with_retries,
+)
 from course_lib.grading.sandbox import CheckFailed, SourceFunction, decode_token
+from course_lib.grading.transactions import (
+    check_isolation,
+    check_no_duplicates,
+    check_no_loss,
+    check_zombie_fenced,
+)
 
 __all__ = [
     "Campaign",
@@ -32,10 +57,23 @@ __all__ = [
     "SourceFunction",
     "check_at_least_once",
     "check_at_most_once",
+    "check_availability",
+    "check_check_sequence",
+    "check_durability",
+    "check_handle_payment",
+    "check_idempotent_sender",
+    "check_isolation",
+    "check_no_duplicates",
+    "check_no_loss",
+    "check_place_order",
+    "check_relay_once",
+    "check_send_with_retries",
+    "check_too_few_brokers",
+    "check_zombie_fenced",
     "replay",
 ]
 
-_CHECK_MODULES = ("consumers",)
+_CHECK_MODULES = ("consumers", "retries", "outbox", "transactions", "durability")
 
 
 def replay(token: str, fn: Callable | None = None, **options) -> object:
