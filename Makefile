@@ -44,7 +44,7 @@ lint: setup
 	$(VENV)/bin/ruff check course_lib tests benchmarks
 
 test: lint browser
-	$(VENV_PATH) $(PY) -m pytest -q -rs
+	$(VENV_PATH) $(PY) -m pytest -q -rs --durations=10
 
 # tests/test_browser.py drives Debian's /usr/bin/chromium (never a downloaded browser).
 # As root a missing chromium is installed (a failed install stops `make test`); as another

@@ -38,8 +38,9 @@ def _nbgrader(course: Path, *args: str) -> None:
         raise RuntimeError(f"nbgrader {' '.join(args)} failed: {done.stderr[-2000:]}")
 
 
-def _assignments() -> list[str]:
-    return sorted(path.name for path in (ROOT / "solutions").glob("*/") if path.is_dir())
+def _assignments(chosen: tuple[str, ...] = ()) -> list[str]:
+    found = sorted(path.name for path in (ROOT / "solutions").glob("*/") if path.is_dir())
+    return [name for name in found if not chosen or name in chosen]
 
 
 def _prepare(course: Path, assignments: list[str]) -> None:
@@ -58,11 +59,12 @@ def _prepare(course: Path, assignments: list[str]) -> None:
 
 
 def _score(course: Path, assignment: str) -> tuple[float, float]:
+    """The autograded (code) score and its maximum: written answers wait for a person."""
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         submitted = gradebook.find_submission_notebook(assignment, assignment, "reference")
-        return submitted.score, submitted.max_score
+        return submitted.code_score, submitted.max_code_score
 
 
 def _autograde(course: Path, assignment: str) -> None:
@@ -71,7 +73,7 @@ def _autograde(course: Path, assignment: str) -> None:
 
 def measure_grading_cost(settings: Settings) -> dict:
     """Median wall time of autograding each reference solution, and of the floor."""
-    assignments = _assignments()
+    assignments = _assignments(settings.grading_assignments)
     if not assignments or not (ROOT / "nbgrader_config.py").exists():
         return not_available("no solutions/<ps>/ notebooks or nbgrader_config.py yet (issue 4)")
     with tempfile.TemporaryDirectory() as scratch:

@@ -27,6 +27,7 @@ class Settings:
     size_budget_s: float = 60.0  # group 6: cap on warm-up + repetitions at one size
     notebook_repeats: int = 3  # group 5: executions of each notebook (kernel start included)
     grading_repeats: int = 3  # group 3: autograde runs of each reference solution and the floor
+    grading_assignments: tuple[str, ...] = ()  # group 3: which solutions; () means every one
     widget_repeats: int = 30  # group 4: config-panel callbacks timed
     seed: int = 0
 
@@ -34,6 +35,7 @@ class Settings:
         """Plain data for the JSON file, so a result says how it was measured."""
         data = asdict(self)
         data["scaling_sizes"] = list(self.scaling_sizes)
+        data["grading_assignments"] = list(self.grading_assignments)
         return data
 
 
@@ -42,4 +44,5 @@ FULL = Settings()
 QUICK = Settings(repeats=1, warmup=0, null_loop_events=2_000, producers=2,
                  messages_per_producer=20, scenario_messages=20, scenario_repeats=2,
                  scaling_sizes=(20, 200), run_budget_s=5.0, size_budget_s=5.0,
-                 notebook_repeats=1, grading_repeats=1, widget_repeats=3)
+                 notebook_repeats=1, grading_repeats=1, widget_repeats=3,
+                 grading_assignments=("ps1_commit_ordering",))
