@@ -98,3 +98,38 @@ def test_summary_rebuilds_the_table_from_simulation():
     source = _code(SUMMARY)
     assert "scenarios.table_rows(" in source and "scenarios.format_table(" in source
     assert "scenarios.support_table(" in source
+
+
+def _prose(name: str) -> str:
+    notebook = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    return "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+
+
+# Every point of the seed article (../shared/seed/), the lecture that teaches it, and a
+# pattern its narrative must contain. The claims behind them are checked above.
+ARTICLE_POINTS = (
+    ("the three guarantees, defined", "00_start_here", r"at-most-once.*at-least-once"),
+    ("the producer retries failed sends", "04_at_least_once", r"\bretries\b"),
+    ("the producer must stay running during retries", "04_at_least_once",
+     r"stay(s)? (running|alive)|remain(s)? running"),
+    ("the broker must recover before retries run out", "04_at_least_once",
+     r"recover(s)? before"),
+    ("the consumer commits after processing", "04_at_least_once", r"commit(s|ting)? (only )?after"),
+    ("acks=all", "02_durable_writes", r"acks=all"),
+    ("min.insync.replicas at least 2", "02_durable_writes",
+     r"min\.insync\.replicas.{0,20}\b2\b"),
+    ("replication.factor at least 3", "02_durable_writes", r"replication\.factor.{0,20}\b3\b"),
+    ("unclean leader election off", "02_durable_writes",
+     r"unclean\.leader\.election\.enable.{0,12}(false|off)"),
+    ("persist outbound messages to survive a crash", "05_outbox", r"persist"),
+    ("a restart, an OOM or a crash loses an in-memory buffer", "05_outbox",
+     r"OOM|out of memory"),
+    ("the support table", "10_summary", r"support table"),
+)
+
+
+@pytest.mark.parametrize(("point", "lecture", "pattern"), ARTICLE_POINTS,
+                         ids=[point for point, _, _ in ARTICLE_POINTS])
+def test_every_point_of_the_seed_article_is_taught(point, lecture, pattern):
+    assert re.search(pattern, _prose(lecture), re.IGNORECASE | re.DOTALL), (
+        f"{lecture} should teach: {point}")
