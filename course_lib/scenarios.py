@@ -96,7 +96,11 @@ def message_values(count: int, prefix: str = "m") -> list[str]:
     return [f"{prefix}-{i:03d}" for i in range(count)]
 
 
-def _split(config: dict) -> tuple[dict, dict, dict]:
+def split_config(config: dict) -> tuple[dict, dict, dict]:
+    """One flat config (as the panel and the claims use it) -> topic, producer, consumer.
+
+    Keys starting with ``app.`` belong to the story, not to Kafka, and go nowhere.
+    """
     topic_keys = {"replication.factor", "min.insync.replicas", "unclean.leader.election.enable"}
     consumer_keys = {"enable.auto.commit", "auto.commit.interval.ms", "isolation.level"}
     topic = {k: v for k, v in config.items() if k in topic_keys}
@@ -108,7 +112,7 @@ def _split(config: dict) -> tuple[dict, dict, dict]:
 
 def _cluster(seed: int, config: dict, plan: FaultPlan, brokers: int = 3) -> Cluster:
     cluster = Cluster(brokers=brokers, seed=seed, faults=plan)
-    cluster.create_topic(TOPIC, _split(config)[0])
+    cluster.create_topic(TOPIC, split_config(config)[0])
     return cluster
 
 
@@ -253,7 +257,7 @@ def _story_leader_crash(seed: int, config: dict) -> Cluster:
         KillBroker("leader", on="ack", nth=1),
     ))
     cluster = _cluster(seed, config, plan)
-    publish(cluster, message_values(10), _split(config)[1])
+    publish(cluster, message_values(10), split_config(config)[1])
     final_read(cluster)
     return cluster
 
@@ -264,7 +268,7 @@ def _story_isr_shrink(seed: int, config: dict) -> Cluster:
     plan = FaultPlan((Isolate(0, at_ms=0), KillBroker(0, at_ms=60_000, lose_disk=True)))
     cluster = _cluster(seed, config, plan)
     cluster.world.advance(46_000)
-    publish(cluster, message_values(10), _split(config)[1])
+    publish(cluster, message_values(10), split_config(config)[1])
     final_read(cluster)
     return cluster
 
@@ -277,7 +281,7 @@ def _story_unclean(seed: int, config: dict) -> Cluster:
         RestartBroker(1, at_ms=30_000),
     ))
     cluster = _cluster(seed, config, plan)
-    producer_config = _split(config)[1]
+    producer_config = split_config(config)[1]
     cluster.world.advance(1)
     publish(cluster, message_values(10, "before"), producer_config)
     cluster.world.run(until_ms=12_000)
@@ -289,7 +293,7 @@ def _story_unclean(seed: int, config: dict) -> Cluster:
 def _story_lost_ack(seed: int, config: dict) -> Cluster:
     plan = FaultPlan((DropMessages(api="produce", kind="response", count=1),))
     cluster = _cluster(seed, config, plan)
-    publish(cluster, message_values(10), _split(config)[1])
+    publish(cluster, message_values(10), split_config(config)[1])
     final_read(cluster)
     return cluster
 
@@ -297,7 +301,7 @@ def _story_lost_ack(seed: int, config: dict) -> Cluster:
 def _story_in_flight(seed: int, config: dict) -> Cluster:
     plan = FaultPlan((DropMessages(api="produce", kind="request", count=1),))
     cluster = _cluster(seed, config, plan)
-    publish(cluster, message_values(10), _split(config)[1], pace_ms=2)
+    publish(cluster, message_values(10), split_config(config)[1], pace_ms=2)
     final_read(cluster)
     return cluster
 
@@ -307,8 +311,8 @@ def _story_producer_crash(seed: int, config: dict) -> Cluster:
     cluster = _cluster(seed, config, plan)
     values = message_values(10)
     if not config.get("app.outbox"):
-        publish(cluster, values, _split(config)[1])
-        publish(cluster, [], _split(config)[1])  # the restarted app has nothing to resend
+        publish(cluster, values, split_config(config)[1])
+        publish(cluster, [], split_config(config)[1])  # the restarted app has nothing to resend
     else:
         with tempfile.TemporaryDirectory() as directory:
             outbox = Outbox(Path(directory) / "outbox.db")
@@ -321,7 +325,7 @@ def _story_producer_crash(seed: int, config: dict) -> Cluster:
                     cluster.history.record("send", app.name, topic=TOPIC, partition=0,
                                            key=None, value=row.payload.encode())
                 try:
-                    Relay(outbox, app.producer(_split(config)[1])).run_once()
+                    Relay(outbox, app.producer(split_config(config)[1])).run_once()
                 except Crash:
                     continue
                 if not outbox.unsent():
@@ -336,7 +340,7 @@ def _story_outage(seed: int, config: dict) -> Cluster:
                      + tuple(RestartBroker(b, at_ms=150_000) for b in range(3)))
     cluster = _cluster(seed, config, plan)
     cluster.world.advance(1)
-    publish(cluster, message_values(10), _split(config)[1])
+    publish(cluster, message_values(10), split_config(config)[1])
     final_read(cluster)
     return cluster
 
@@ -347,7 +351,8 @@ def _consumer_story(loop: Callable, crash: CrashClient, processing_ms: int = 0) 
         seed_topic(cluster, message_values(10))
         chosen = LOOPS[config["app.loop"]] if "app.loop" in config else loop
         dedupe = set() if config.get("app.dedupe") else None
-        consume_with_restarts(cluster, chosen, _split(config)[2], processing_ms, dedupe=dedupe)
+        consume_with_restarts(cluster, chosen, split_config(config)[2], processing_ms,
+                              dedupe=dedupe)
         return cluster
 
     return story
@@ -359,7 +364,7 @@ def _story_auto_commit(seed: int, config: dict) -> Cluster:
     trickle(cluster, message_values(30), every_ms=1_000)
     manual = not config.get("enable.auto.commit", True)
     loop = partial(buffered, commit=manual)
-    consume_with_restarts(cluster, loop, _split(config)[2], processing_ms=100)
+    consume_with_restarts(cluster, loop, split_config(config)[2], processing_ms=100)
     return cluster
 
 
@@ -390,7 +395,7 @@ def _story_producer_restart(seed: int, config: dict) -> Cluster:
     cluster = _cluster(seed, config, FaultPlan((CrashClient("producer.flush", "after", 1),)))
     values = message_values(10)
     for _attempt in range(MAX_RESTARTS):
-        producer = cluster.process("producer-app").producer(_split(config)[1])
+        producer = cluster.process("producer-app").producer(split_config(config)[1])
         try:
             _send(producer, values, _transactional(config))
             break
@@ -404,7 +409,7 @@ def _story_zombie(seed: int, config: dict) -> Cluster:
     """Instance A stalls mid-batch; B takes over the same work; then A wakes up."""
     cluster = _cluster(seed, config, FaultPlan())
     values = message_values(10)
-    settings = _split(config)[1]
+    settings = split_config(config)[1]
     transactional = _transactional(config)
     zombie = cluster.process("instance-a").producer(settings)
     _send(zombie, values[:5], transactional, commit=False)
@@ -430,7 +435,7 @@ def _story_aborted_read(seed: int, config: dict) -> Cluster:
             producer.produce(TOPIC, value)
         producer.flush()
         (producer.commit_transaction if commit else producer.abort_transaction)()
-    consume_with_restarts(cluster, at_least_once, _split(config)[2])
+    consume_with_restarts(cluster, at_least_once, split_config(config)[2])
     return cluster
 
 
@@ -618,6 +623,12 @@ def claims() -> dict[int, Claim]:
 _LOG_CLAIMS = {1, 2, 3, 4, 5, 6, 7, 11, 12}
 
 
+def delivered_by(claim: int) -> str:
+    """What the checker counts as delivery for a claim: the log (producer-side claims)
+    or what the application processed (consumer-side claims)."""
+    return "log" if claim in _LOG_CLAIMS else "process"
+
+
 def run(claim: int, variant: str = "failing", seed: int = 0) -> Run:
     """Play one variant of one claim with a seed; returns the Run with its report."""
     table = claims()
@@ -625,7 +636,7 @@ def run(claim: int, variant: str = "failing", seed: int = 0) -> Run:
         raise KeyError(f"no claim {claim}; claims are {sorted(table)}")
     chosen = table[claim].variant(variant)
     cluster = table[claim].story(seed, dict(chosen.config))
-    report = check(cluster.history, delivered_by="log" if claim in _LOG_CLAIMS else "process")
+    report = check(cluster.history, delivered_by=delivered_by(claim))
     return Run(claim, variant, dict(chosen.config), cluster, report, chosen.expected,
                chosen.holds(report))
 
@@ -691,7 +702,7 @@ def play(claim: int, config: dict, seed: int = 0) -> Run:
     fixed = table[claim].variant("fixed")
     cluster = table[claim].story(seed, dict(config))
     return _demo(claim, "custom", config, cluster, fixed.expected, fixed.holds,
-                 "log" if claim in _LOG_CLAIMS else "process")
+                 delivered_by(claim))
 
 
 def producer_settings(config: dict) -> dict:
@@ -703,7 +714,7 @@ def producer_settings(config: dict) -> dict:
     ``enable.idempotence`` quietly turns idempotence off instead.
     """
     try:
-        resolved = producer_config(_split(config)[1])
+        resolved = producer_config(split_config(config)[1])
     except ConfigException as error:
         return {"error": str(error)}
     keys = ("acks", "enable.idempotence", "retries", "max.in.flight.requests.per.connection",

@@ -78,7 +78,7 @@ CONTROLS: tuple[tuple[str, str, tuple], ...] = (
 
 def validate(config: dict, brokers: int = BROKERS) -> None:
     """Raise ConfigException if Kafka would refuse this producer, consumer or topic config."""
-    topic, producer, consumer = scenarios._split(config)
+    topic, producer, consumer = scenarios.split_config(config)
     kafka_config.topic_config(topic, brokers)
     kafka_config.producer_config(producer)
     kafka_config.consumer_config(consumer)
@@ -91,8 +91,7 @@ def simulate(config: dict, claim: int, seed: int = 0) -> tuple[Cluster, Report]:
         raise KeyError(f"no claim {claim}; claims are {sorted(table)}")
     validate(config)
     cluster = table[claim].story(seed, dict(config))
-    delivered_by = "log" if claim in scenarios._LOG_CLAIMS else "process"
-    return cluster, check(cluster.history, delivered_by=delivered_by)
+    return cluster, check(cluster.history, delivered_by=scenarios.delivered_by(claim))
 
 
 def panel_outputs(config: dict, claim: int, seed: int = 0) -> tuple[dict, str]:
@@ -321,7 +320,7 @@ def campaign_plan(seed: int) -> FaultPlan:
 def campaign_run(config: dict, seed: int) -> Report:
     """One campaign run: a producer sends 20 messages under ``campaign_plan(seed)``."""
     validate(config)
-    topic, producer, _consumer = scenarios._split(config)
+    topic, producer, _consumer = scenarios.split_config(config)
     cluster = Cluster(brokers=BROKERS, seed=seed, faults=campaign_plan(seed))
     cluster.create_topic(scenarios.TOPIC, topic)
     cluster.world.advance(CAMPAIGN_START_MS)
