@@ -17,6 +17,7 @@ from course_lib import grading
 from course_lib.faults import CrashClient, DropMessages, FaultPlan, KillBroker, RestartBroker
 from course_lib.grading import (
     CheckFailed,
+    campaign,
     check_at_least_once,
     check_at_most_once,
     consumers,
@@ -239,7 +240,7 @@ def test_shrinking_keeps_only_the_fault_that_matters():
 
     failing = play(plan)
     assert failing.failure.kind == "lost"
-    shrunk = consumers._shrink(failing, play)
+    shrunk = campaign.shrink(failing, play)
     assert shrunk.plan == FaultPlan((CrashClient("consumer.commit", "after", 2),))
     assert shrunk.failure.value == b"m-001"
 

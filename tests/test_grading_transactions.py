@@ -21,7 +21,7 @@ import course_lib.checker
 from course_lib import grading
 from course_lib.autograde import grade_submission
 from course_lib.faults import CrashClient, DropMessages, FaultPlan
-from course_lib.grading import CheckFailed, transactions
+from course_lib.grading import CheckFailed, campaign, transactions
 from course_lib.grading.sandbox import decode_token
 from course_lib.grading.transactions import (
     Stall,
@@ -163,7 +163,7 @@ def test_the_failure_is_shrunk_to_the_fault_that_matters():
 
     failing = play(plan)
     assert failing.failure.kind == "duplicate"
-    shrunk = transactions._shrink(failing, play)
+    shrunk = campaign.shrink(failing, play)
     assert shrunk.plan == FaultPlan((CrashClient("producer.commit_transaction", "after", 2),))
     assert shrunk.failure.value == b"m-001"
 

@@ -30,7 +30,6 @@ check as a failure with a plain message.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import time
@@ -52,11 +51,33 @@ from course_lib.faults import (
     RestartBroker,
     single_crash_plans,
 )
+from course_lib.grading.campaign import (
+    Campaign,
+    Check,
+    Played,
+    abort_point,
+    hunt,
+    raise_failure,
+    record_crash,
+    require_callable,
+    timeline_svg,
+)
+from course_lib.grading.explanation import (
+    CRASHED,
+    AbortWords,
+    abort_headline,
+    at,
+    describe_fault,
+    drop_numbers,
+    failure_message,
+    grader_crash,
+    merge,
+    ordinal,
+    value_text,
+    window,
+)
 from course_lib.grading.sandbox import (
     ABORTS,
-    MEMORY_LIMIT_MB,
-    OUTPUT_LIMIT_BYTES,
-    CheckFailed,
     Limits,
     Outcome,
     Sandbox,
@@ -89,12 +110,9 @@ RUNS_MAX = 12  # app runs (first start + restarts) per plan
 RERUN_DELAY_MS = 5_000  # an app that stopped early (poll() came back empty) runs again
 
 
-
 @dataclass(frozen=True)
-class _Check:
-    name: str
-    guarantee: str
-    progress: bool
+class _Check(Check):
+    progress: bool  # at-least-once also owes progress: the committed offset reaches the end
 
 
 CHECKS = {
@@ -103,21 +121,8 @@ CHECKS = {
 }
 
 
-@dataclass(frozen=True)
-class Campaign:
-    """A passed check: how many fault plans the function survived."""
-
-    check: str
-    seed: int
-    plans: int
-
-    def __repr__(self) -> str:
-        return (f"<check_{self.check} passed: {self.plans} runs, one clean and "
-                f"{self.plans - 1} under faults (seed {self.seed})>")
-
-
 @dataclass
-class Replay:
+class Replay(Played):
     """One played run: its plan, cluster, History, Report and verdict (None if it passed)."""
 
     check: str
@@ -141,24 +146,14 @@ class Replay:
         """The History the verdict was computed from."""
         return self.cluster.history
 
-    @property
-    def passed(self) -> bool:
-        """True when the run satisfies the check."""
-        return self.failure is None
-
     def __repr__(self) -> str:
-        verdict = "passed" if self.failure is None else f"FAILED ({self.failure.kind})"
-        return (f"<Replay check_{self.check} seed={self.seed} {verdict}: "
+        return (f"<Replay check_{self.check} seed={self.seed} {self.verdict}: "
                 f"{self.report.summary()}; plan {self.plan!r}>")
 
     def _repr_svg_(self) -> str | None:
         """The timeline of this run, when course_lib.viz is available."""
-        if importlib.util.find_spec("course_lib.viz") is None:
-            return None
-        from course_lib import viz
-
-        title = f"replay of check_{self.check}: {self.plan!r}"
-        return viz.timeline(self.history, self.report, title=title)._repr_svg_()
+        return timeline_svg(self.history, f"replay of check_{self.check}: {self.plan!r}",
+                            self.report)
 
 
 @dataclass(frozen=True)
@@ -167,7 +162,6 @@ class _Failure:
     value: bytes | None = None
     offset: int | None = None
     detail: str = ""
-
 
 
 # ----- public API -----------------------------------------------------------------------------
@@ -229,8 +223,7 @@ def replay_data(data: dict, fn: Callable | None = None, *, isolated: bool = True
 
 def _campaign(chosen: _Check, fn: Callable, seed: int, random_plans: int, messages: int,
               time_limit_s: float) -> Campaign:
-    if not callable(fn):
-        raise TypeError(f"check_{chosen.name} needs your function, not {fn!r}")
+    require_callable(chosen.name, fn)
     if isinstance(messages, bool) or not isinstance(messages, int) or messages < 1:
         raise ValueError(f"messages must be a positive int, not {messages!r}")
     name = getattr(fn, "__name__", "your_function")
@@ -239,22 +232,13 @@ def _campaign(chosen: _Check, fn: Callable, seed: int, random_plans: int, messag
         def play(plan: FaultPlan) -> Replay:
             return _play(chosen, seed, messages, plan, sandbox.run, time_limit_s, name)
 
-        clean = play(FaultPlan())
-        runs = 1
-        failing = clean if clean.failure is not None else None
-        if failing is None:
-            for plan in _plans(chosen, seed, clean, random_plans):
-                runs += 1
-                result = play(plan)
-                if result.failure is not None:
-                    failing = _shrink(result, play)
-                    break
+        failing, runs = hunt(play, lambda clean: [
+            (plan,) for plan in _plans(chosen, seed, clean, random_plans)])
     if failing is None:
         return Campaign(chosen.name, seed, runs)
-    failing.message = _explain(failing, time_limit_s)
-    if failing.failure.kind == "error" and failing.failure.detail == "NotImplementedError":
-        raise NotImplementedError(failing.message)
-    raise CheckFailed(failing.message, failing, _token(failing))
+    raise_failure(failing, _explain(failing, time_limit_s), _token(failing),
+                  failing.failure.kind == "error"
+                  and failing.failure.detail == "NotImplementedError")
 
 
 def _plans(chosen: _Check, seed: int, clean: Replay, count: int) -> list[FaultPlan]:
@@ -296,21 +280,6 @@ def _random_plan(chosen: _Check, seed: int, index: int, clean: Replay) -> FaultP
     return FaultPlan(tuple(faults))
 
 
-def _shrink(failing: Replay, play: Callable[[FaultPlan], Replay]) -> Replay:
-    """Greedy delta debugging: drop each fault in turn while the same failure remains."""
-    if failing.failure.kind == "hang":
-        return failing  # each attempt would cost a whole time limit
-    changed = True
-    while changed and len(failing.plan) > 1:
-        changed = False
-        for index in range(len(failing.plan)):
-            candidate = play(failing.plan.without(index))
-            if candidate.failure is not None and candidate.failure.kind == failing.failure.kind:
-                failing, changed = candidate, True
-                break
-    return failing
-
-
 # ----- one run of a plan ----------------------------------------------------------------------
 
 
@@ -342,13 +311,13 @@ def _play(chosen: _Check, seed: int, messages: int, plan: FaultPlan,
         outcome = runner(gate, deadline)
         calls.extend(gate.log)
         if outcome.kind in ABORTS:
-            _record_crash(cluster, app, _ABORT_POINTS[outcome.kind], number)
+            record_crash(cluster, app, abort_point(outcome.kind), number)
             stop = outcome
             break
         if not app.alive:
             continue  # the fault plan crashed it; a new process takes over
         if outcome.kind in ("raised", "crashed"):
-            _record_crash(cluster, app, f"uncaught {outcome.error_type or 'exception'}", number)
+            record_crash(cluster, app, f"uncaught {outcome.error_type or 'exception'}", number)
             errors.append(outcome)
             if not plan.faults:
                 break
@@ -368,26 +337,8 @@ def _play(chosen: _Check, seed: int, messages: int, plan: FaultPlan,
     return run
 
 
-_ABORT_POINTS = {
-    "hang": "the wall-clock limit (grader stopped it)",
-    "calls": "too many calls (grader stopped it)",
-    "exit": "its own exit (sys.exit/os._exit)",
-    "flood": "an output flood (grader stopped it)",
-    "killed": "a signal",
-    "broken": "a broken connection to the cluster",
-}
-
-
 def _calls_max(messages: int) -> int:
     return max(CALLS_MAX, 10 * messages)
-
-
-def _record_crash(cluster: Cluster, app, point: str, number: int) -> None:
-    """The app died outside the fault plan: record it as the crash it is, then kill it."""
-    if app.alive:
-        cluster.history.record("crash", app.name, point=point, phase="at", nth=number,
-                               reason="grader")
-        app.die()
 
 
 def _log_end(history) -> int:
@@ -535,7 +486,7 @@ class _Gate:
 def _arg(value: object) -> str:
     """A call argument or result, short and readable."""
     if isinstance(value, Message):
-        return f"{_text(value.value())} (offset {value.offset()})"
+        return f"{value_text(value.value())} (offset {value.offset()})"
     if isinstance(value, TopicPartition):
         return f"TopicPartition({value.topic!r}, {value.partition}, {value.offset})"
     if isinstance(value, (list, tuple)):
@@ -582,51 +533,23 @@ def _token(run: Replay) -> str:
                          "p": json.loads(run.plan.to_json()), "s": run.seed})
 
 
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
 def _plain(fault) -> str:
-    """One fault, as a sentence a learner reads."""
-    if isinstance(fault, CrashClient):
-        nth = _ordinal(fault.nth)
-        if fault.point == "process":
-            if fault.phase == "before":
-                return (f"your process crashed as the {nth} call of process(msg) began, "
-                        f"before its effect")
-            return (f"your process crashed as the {nth} call of process(msg) finished: "
-                    f"its effect happened, but the call never returned to your code")
+    """One fault, as a sentence a learner reads (process calls and offset commits are ps1's)."""
+    if isinstance(fault, CrashClient) and fault.point == "process":
+        nth = ordinal(fault.nth)
         if fault.phase == "before":
-            return (f"your process crashed during the {nth} call of {fault.point}, "
-                    f"before it took effect")
-        return (f"your process crashed during the {nth} call of {fault.point}, after it "
-                f"took effect but before it returned to your code")
-    if isinstance(fault, FailProcessing):
-        return (f"the {_ordinal(fault.nth)} call of process(msg) raised ProcessingError "
-                f"(a transient failure)")
-    if isinstance(fault, DropMessages):
-        numbers = ", ".join(f"#{n}" for n in range(fault.skip + 1, fault.skip + fault.count + 1))
-        if fault.api == "offset_commit" and fault.kind == "response":
-            return (f"the network lost the coordinator's answer to offset commit {numbers} "
-                    f"(the commit was stored; your consumer never heard back)")
-        if fault.api == "offset_commit":
-            return (f"the network lost offset commit request {numbers} "
-                    f"(it never reached the coordinator)")
-        return f"the network lost {fault.api} {fault.kind} {numbers}"
-    if isinstance(fault, KillBroker):
-        when = f" at t={fault.at_ms}ms" if fault.at_ms is not None else ""
-        return f"broker {fault.broker} crashed{when}"
-    if isinstance(fault, RestartBroker):
-        when = f" at t={fault.at_ms}ms" if fault.at_ms is not None else ""
-        return f"broker {fault.broker} started again{when}"
-    return repr(fault)
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    return str(value)
+            return (f"your process crashed as the {nth} call of process(msg) began, "
+                    f"before its effect")
+        return (f"your process crashed as the {nth} call of process(msg) finished: "
+                f"its effect happened, but the call never returned to your code")
+    if isinstance(fault, DropMessages) and fault.api == "offset_commit":
+        if fault.kind == "response":
+            return (f"the network lost the coordinator's answer to offset commit "
+                    f"{drop_numbers(fault)} (the commit was stored; your consumer never "
+                    f"heard back)")
+        return (f"the network lost offset commit request {drop_numbers(fault)} "
+                f"(it never reached the coordinator)")
+    return describe_fault(fault)
 
 
 _STORY = ("commit", "close", "crash", "fault", "note", "broker_crash", "broker_restart")
@@ -634,7 +557,7 @@ _STORY = ("commit", "close", "crash", "fault", "note", "broker_crash", "broker_r
 
 def _line(event, plain: dict) -> str:
     data, kind = event.data, event.kind
-    value = _text(data.get("value"))
+    value = value_text(data.get("value"))
     if kind == "poll":
         what = f"poll() -> {value} (offset {data.get('offset')})"
     elif kind == "process":
@@ -645,11 +568,8 @@ def _line(event, plain: dict) -> str:
         what = f"seek to offset {data.get('offset')}"
     elif kind == "close":
         what = "close()"
-    elif kind == "crash" and data.get("reason") == "grader":
-        what = f"CRASH: {data.get('point')}"
     elif kind == "crash":
-        fault = CrashClient(str(data.get("point")), str(data.get("phase")), int(data.get("nth")))
-        what = "CRASH: " + _plain(fault).removeprefix("your process crashed ")
+        what = grader_crash(data, _plain, CRASHED)
     elif kind == "fault":
         what = f"FAULT: {plain.get(data.get('fault'), data.get('fault'))}"
     elif kind == "note":
@@ -658,7 +578,7 @@ def _line(event, plain: dict) -> str:
         what = "crashes"
     else:
         what = "starts again"
-    return f"  t={event.time_ms}ms  {event.actor}: {what}"
+    return at(event.time_ms, event.actor, what)
 
 
 def _story(run: Replay, before: int = 7, after: int = 4) -> list[str]:
@@ -667,14 +587,10 @@ def _story(run: Replay, before: int = 7, after: int = 4) -> list[str]:
     entries = [(index + 1, 0, event.kind in ("crash", "fault"), _line(event, plain))
                for index, event in enumerate(run.history.events)
                if index >= run.installed_at and event.kind in _STORY]
-    entries += [(index, 1, False, f"  t={when}ms  {text}") for index, when, text in run.calls]
-    entries.sort(key=lambda entry: entry[:2])
+    entries = merge(entries, run.calls)
     anchor = next((i for i, entry in enumerate(entries) if entry[2]), None)
-    if anchor is None or run.failure.kind in ("progress", "clean-lost", "clean-duplicate"):
-        chosen = entries[-(before + after):]
-    else:
-        chosen = entries[max(0, anchor - before):anchor + after + 1]
-    return [entry[3] for entry in chosen]
+    tail = run.failure.kind in ("progress", "clean-lost", "clean-duplicate")
+    return [entry[3] for entry in window(entries, anchor, before, after, tail)]
 
 
 def _restart_commit(run: Replay) -> int | None:
@@ -690,7 +606,7 @@ def _restart_commit(run: Replay) -> int | None:
 
 def _why(run: Replay) -> list[str]:
     failure = run.failure
-    value, offset = _text(failure.value), failure.offset
+    value, offset = value_text(failure.value), failure.offset
     restart = _restart_commit(run)
     if failure.kind == "lost":
         if any(isinstance(f, FailProcessing) for f in run.plan.faults):
@@ -743,7 +659,7 @@ def _why(run: Replay) -> list[str]:
 
 def _headline(run: Replay, limit_s: float) -> str:
     failure, fn = run.failure, run.function
-    value, offset = _text(failure.value), failure.offset
+    value, offset = value_text(failure.value), failure.offset
     if failure.kind == "lost":
         return f"message {value} (offset {offset}) was LOST: it was never processed."
     if failure.kind == "duplicate":
@@ -763,42 +679,24 @@ def _headline(run: Replay, limit_s: float) -> str:
         error = run.errors[0]
         detail = f": {error.detail}" if error.detail else ""
         return f"on a run with NO faults, {fn}() raised {error.error_type}{detail}\n{error.where}"
-    if failure.kind == "hang":
-        return (f"{fn}() did not finish within {limit_s:g} s (an infinite loop? a blocking "
-                f"call?). The grader stopped it; that counts as a crash, and the check fails.")
-    if failure.kind == "calls":
-        return (f"{fn}() made more than {_calls_max(run.messages)} calls on consumer and "
-                f"process in one run of the app without returning. Does your loop stop when "
-                f"poll() returns None, and stop after a crash instead of retrying forever?")
-    if failure.kind == "exit":
-        return (f"{fn}() ended its own process ({failure.detail}). The grader counts that as "
-                f"a crash, and the check fails: return from the function instead.")
-    if failure.kind == "flood":
-        return (f"{fn}() printed more than {OUTPUT_LIMIT_BYTES} characters in one run. The "
-                f"grader stopped it; that counts as a crash, and the check fails.")
-    if failure.kind == "killed":
-        return (f"{fn}()'s process was killed by {failure.detail} (more than "
-                f"{MEMORY_LIMIT_MB} MB of memory?). That counts as a crash; the check fails.")
-    return (f"{fn}() broke its connection to the simulated cluster ({failure.detail}); "
-            f"the check fails.")
+    return abort_headline(failure.kind, _abort_words(run), failure.detail, limit_s)
+
+
+def _abort_words(run: Replay) -> AbortWords:
+    """ps1's words for an abort: an app that restarts, so an abort is a crash."""
+    fn = run.function
+    return AbortWords(
+        f"{fn}()",
+        calls=(f"{fn}() made more than {_calls_max(run.messages)} calls on consumer and "
+               f"process in one run of the app without returning. Does your loop stop when "
+               f"poll() returns None, and stop after a crash instead of retrying forever?"),
+        instead="return from the function")
 
 
 def _explain(run: Replay, limit_s: float) -> str:
     """The failure message: what, which fault, why, what the code did, how to replay."""
-    chosen = CHECKS[run.check]
-    lines = [f"check_{run.check} failed ({chosen.guarantee}): {_headline(run, limit_s)}"]
-    if run.plan.faults:
-        lines += ["", "The fault that caused it:" if len(run.plan) == 1 else
-                  "The faults that caused it (a minimal set):"]
-        lines += [f"  - {_plain(fault)}" for fault in run.plan.faults]
-    why = _why(run)
-    if why:
-        lines += ["", *why]
-    if run.errors and run.failure.kind not in ("error",):
-        first = run.errors[0]
-        lines += ["", f"Your function also raised {first.error_type}: {first.detail}"]
-    if run.failure.kind != "hang":
-        lines += ["", "What your code did just before:", *_story(run)]
-    lines += ["", f"Minimal fault plan: {run.plan!r} (seed {run.seed})",
-              f"Replay it and draw the timeline: course_lib.replay(\"{_token(run)}\")"]
-    return "\n".join(lines)
+    return failure_message(
+        run.check, CHECKS[run.check].guarantee, _headline(run, limit_s),
+        faults=[_plain(fault) for fault in run.plan.faults], why=_why(run), errors=run.errors,
+        kind=run.failure.kind, story=lambda: _story(run), plan=repr(run.plan), seed=run.seed,
+        token=_token(run))

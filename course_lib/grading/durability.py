@@ -40,7 +40,6 @@ what the cluster did just before, why the settings allowed it) with a
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import random
@@ -53,10 +52,26 @@ from course_lib.cluster import Cluster
 from course_lib.config import producer_config, topic_config
 from course_lib.errors import ConfigException
 from course_lib.faults import DelayMessages, FaultPlan, Isolate, KillBroker, RestartBroker
+from course_lib.grading.campaign import (
+    Check,
+    Played,
+    raise_failure,
+    require_callable,
+    shrink,
+    timeline_svg,
+)
+from course_lib.grading.explanation import (
+    AbortWords,
+    abort_headline,
+    causes,
+    describe_fault,
+    ordinal,
+    replay_lines,
+    value_text,
+    window,
+)
 from course_lib.grading.sandbox import (
     ABORTS,
-    MEMORY_LIMIT_MB,
-    OUTPUT_LIMIT_BYTES,
     CheckFailed,
     Limits,
     Outcome,
@@ -101,16 +116,10 @@ AVAILABILITY_CASES = ((1, 3),)
 TOO_FEW_CASES = ((1, 2), (2, 4), (1, 3))
 
 
-@dataclass(frozen=True)
-class _Check:
-    name: str
-    guarantee: str
-
-
 CHECKS = {
-    "durability": _Check("durability", "no acknowledged write is lost"),
-    "availability": _Check("availability", "writes succeed with any f brokers down"),
-    "too_few_brokers": _Check("too_few_brokers", "refuse what cannot be promised"),
+    "durability": Check("durability", "no acknowledged write is lost"),
+    "availability": Check("availability", "writes succeed with any f brokers down"),
+    "too_few_brokers": Check("too_few_brokers", "refuse what cannot be promised"),
 }
 
 
@@ -130,7 +139,7 @@ class Campaign:
 
 
 @dataclass
-class Replay:
+class Replay(Played):
     """One played attack: its case, settings, plan, cluster, Report and verdict."""
 
     check: str
@@ -157,25 +166,17 @@ class Replay:
         """The History the verdict was computed from (None for a rejected config)."""
         return None if self.cluster is None else self.cluster.history
 
-    @property
-    def passed(self) -> bool:
-        """True when the run satisfies the check."""
-        return self.failure is None
-
     def __repr__(self) -> str:
-        verdict = "passed" if self.failure is None else f"FAILED ({self.failure.kind})"
         summary = self.report.summary() if self.report is not None else "no cluster run"
         return (f"<Replay check_{self.check} choose_config{self.case} seed={self.seed} "
-                f"{verdict}: {summary}; plan {self.plan!r}>")
+                f"{self.verdict}: {summary}; plan {self.plan!r}>")
 
     def _repr_svg_(self) -> str | None:
         """The timeline of this run, when course_lib.viz is available."""
-        if self.cluster is None or importlib.util.find_spec("course_lib.viz") is None:
+        if self.cluster is None:
             return None
-        from course_lib import viz
-
         title = f"replay of check_{self.check}, choose_config{self.case}: {self.plan!r}"
-        return viz.timeline(self.history, self.report, title=title)._repr_svg_()
+        return timeline_svg(self.history, title, self.report)
 
 
 @dataclass(frozen=True)
@@ -337,7 +338,7 @@ class _Aborted(Exception):
         self.outcome = outcome
 
 
-def _aborted_run(chosen: _Check, seed: int, case: tuple, function: str,
+def _aborted_run(chosen: Check, seed: int, case: tuple, function: str,
                  aborted: _Aborted) -> Replay:
     """The Replay of an app run that never answered: no cluster, the reason as its failure."""
     run = Replay(chosen.name, seed, case, None, FaultPlan(), function)
@@ -347,35 +348,24 @@ def _aborted_run(chosen: _Check, seed: int, case: tuple, function: str,
 
 
 def _abort_text(outcome: Outcome, fn: str, limit_s: float) -> str:
-    kind = outcome.kind
-    if kind == "hang":
-        return (f"{fn}() did not finish within {limit_s:g} s (an infinite loop? a blocking "
-                f"call?). The grader stopped it, and the check fails.")
-    if kind == "exit":
-        return (f"{fn}() ended its own process ({outcome.detail}). The check fails: "
-                f"return the config, or raise ValueError, instead.")
-    if kind == "flood":
-        return (f"{fn}() printed more than {OUTPUT_LIMIT_BYTES} characters. The grader "
-                f"stopped it, and the check fails.")
-    if kind == "killed":
-        return (f"{fn}()'s process was killed by {outcome.detail} (more than "
-                f"{MEMORY_LIMIT_MB} MB of memory?). The check fails.")
-    if kind == "calls":
-        return f"{fn}() talked to the grader more than it should. The check fails."
-    if kind == "raised":
+    """ps5's words for a child that never answered: one run, no restart, the grader its peer."""
+    if outcome.kind == "raised":
         return (f"{fn}() returned something the grader cannot read ({outcome.error_type}: "
                 f"{outcome.detail}). Return a plain dict of str keys and int, str or bool "
                 f"values.")
-    return f"{fn}() broke its connection to the grader ({outcome.detail}); the check fails."
+    words = AbortWords(f"{fn}()", calls=f"{fn}() talked to the grader more than it should. "
+                                        f"The check fails.",
+                       instead="return the config, or raise ValueError,", peer="the grader",
+                       crash=False, per_run="")
+    return abort_headline(outcome.kind, words, outcome.detail, limit_s)
 
 
 # ----- the campaign ---------------------------------------------------------------------------
 
 
-def _campaign(chosen: _Check, fn: Callable, cases: Iterable, seed: int, extra: int,
+def _campaign(chosen: Check, fn: Callable, cases: Iterable, seed: int, extra: int,
               time_limit_s: float) -> Campaign:
-    if not callable(fn):
-        raise TypeError(f"check_{chosen.name} needs your function, not {fn!r}")
+    require_callable(chosen.name, fn)
     cases = [_valid_case(case) for case in cases]
     name = getattr(fn, "__name__", "choose_config")
     try:
@@ -392,10 +382,8 @@ def _campaign(chosen: _Check, fn: Callable, cases: Iterable, seed: int, extra: i
         else:
             runs += 1
         if run.failure is not None:
-            run.message = _explain(run)
-            if run.failure.detail == "NotImplementedError":
-                raise NotImplementedError(run.message)
-            raise CheckFailed(run.message, run, _token(run))
+            raise_failure(run, _explain(run), _token(run),
+                          run.failure.detail == "NotImplementedError")
     return Campaign(chosen.name, seed, tuple(cases), runs)
 
 
@@ -407,7 +395,7 @@ def _valid_case(case: object) -> tuple[int, int]:
     return (f, brokers)
 
 
-def _judge_answer(chosen: _Check, seed: int, answer: _Answer, function: str) -> Replay:
+def _judge_answer(chosen: Check, seed: int, answer: _Answer, function: str) -> Replay:
     """Was the answer of the right kind for its case? A Replay carrying the config if so."""
     f, brokers = answer.case
     run = Replay(chosen.name, seed, answer.case, None, FaultPlan(), function)
@@ -463,7 +451,7 @@ def _show(value: object) -> str:
     return text if len(text) <= 300 else text[:299] + "…"
 
 
-def _attack(chosen: _Check, seed: int, case: tuple, config: dict, function: str,
+def _attack(chosen: Check, seed: int, case: tuple, config: dict, function: str,
             extra: int) -> tuple[Replay, int]:
     """Every plan of the check against one config; the first failing run, shrunk."""
     runs = 0
@@ -475,7 +463,7 @@ def _attack(chosen: _Check, seed: int, case: tuple, config: dict, function: str,
     return run, runs
 
 
-def _plans(chosen: _Check, seed: int, case: tuple, config: dict,
+def _plans(chosen: Check, seed: int, case: tuple, config: dict,
            extra: int) -> list[tuple[FaultPlan, tuple]]:
     f, brokers = case
     if chosen.name == "availability":
@@ -596,7 +584,7 @@ def _values(count: int, prefix: str = "w") -> list[str]:
     return [f"{prefix}-{i:03d}" for i in range(count)]
 
 
-def _play(chosen: _Check, seed: int, case: tuple, config: dict, plan: FaultPlan,
+def _play(chosen: Check, seed: int, case: tuple, config: dict, plan: FaultPlan,
           function: str, down: tuple = ()) -> Replay:
     """A fresh cluster with the chosen topic, the plan installed, a producer writing."""
     cluster = Cluster(brokers=case[1], seed=seed, config=BROKER_CONFIG)
@@ -664,23 +652,19 @@ def _acked(history) -> set:
 
 
 def _shrink(failing: Replay) -> Replay:
-    """Greedy delta debugging: drop each fault while the same failure remains (plans stay legal)."""
+    """The failing attack with only the faults that matter, every smaller plan still legal.
+
+    Availability plans are already single outages: nothing to drop. A durability
+    plan may only shrink to plans that still crash at most f brokers (``_respects``).
+    """
     if failing.check == "availability":
         return failing
-    f = failing.case[0]
-    changed = True
-    while changed and len(failing.plan) > 1:
-        changed = False
-        for index in range(len(failing.plan)):
-            plan = failing.plan.without(index)
-            if not _respects(plan, f):
-                continue
-            candidate = _play(CHECKS[failing.check], failing.seed, failing.case, failing.config,
-                              plan, failing.function)
-            if candidate.failure is not None and candidate.failure.kind == failing.failure.kind:
-                failing, changed = candidate, True
-                break
-    return failing
+    chosen, f = CHECKS[failing.check], failing.case[0]
+
+    def play(plan: FaultPlan) -> Replay:
+        return _play(chosen, failing.seed, failing.case, failing.config, plan, failing.function)
+
+    return shrink(failing, play, lambda plan: _respects(plan, f))
 
 
 # ----- explaining a failure -----------------------------------------------------------------------
@@ -696,15 +680,6 @@ def _plain(value: object) -> bool:
     return isinstance(value, dict) and all(
         isinstance(k, str) and (v is None or isinstance(v, (bool, int, str)))
         for k, v in value.items())
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
-def _text(value: object) -> str:
-    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
 
 
 _SHOWN_ORDER = ("replication.factor", "min.insync.replicas", "acks",
@@ -736,20 +711,15 @@ def _plain_fault(plan: FaultPlan, index: int) -> str:
     if isinstance(fault, DelayMessages):
         return (f"replication is slow: every answer to a follower's fetch arrives "
                 f"{fault.delay_ms} ms late (normal life, not a failure)")
-    if isinstance(fault, Isolate):
-        until = f" to t={fault.until_ms}ms" if fault.until_ms is not None else " on"
-        return (f"broker {fault.broker} was cut off from the other brokers from "
-                f"t={fault.at_ms}ms{until} (it stays up and producers still reach it; its "
-                f"followers, or it as a follower, fall out of the ISR)")
     if isinstance(fault, KillBroker):
         gone = " and never came back" if _never_back(plan, index) else ""
         if fault.broker == "leader":
             return (f"the partition's leader crashed right after the producer's "
-                    f"{_ordinal(fault.nth)} acknowledgement{gone}")
+                    f"{ordinal(fault.nth)} acknowledgement{gone}")
         return f"broker {fault.broker} crashed at t={fault.at_ms}ms{gone}"
     if isinstance(fault, RestartBroker):
         return f"broker {fault.broker} came back at t={fault.at_ms}ms, with its disk"
-    return repr(fault)
+    return describe_fault(fault)
 
 
 def _headline(run: Replay) -> str:
@@ -758,13 +728,13 @@ def _headline(run: Replay) -> str:
     if failure.kind == "lost":
         ack = _event(run.history, "ack", failure.value)
         offset = ack.data["offset"] if ack.data["offset"] >= 0 else "unknown with acks=0"
-        return (f"acknowledged write {_text(failure.value)} (offset {offset}) was "
+        return (f"acknowledged write {value_text(failure.value)} (offset {offset}) was "
                 f"LOST: the producer was told at t={ack.time_ms}ms that it was stored, yet no "
                 f"broker still up holds it.")
     if failure.kind == "unavailable":
         down = ", ".join(str(b) for b in run.down)
         where = f"with broker(s) {down} down" if run.down else "with every broker up"
-        return (f"{where}, the producer's write {_text(failure.value)} was never "
+        return (f"{where}, the producer's write {value_text(failure.value)} was never "
                 f"acknowledged.")
     if failure.kind == "config":
         return f"{call} returned settings Kafka rejects: {failure.detail}"
@@ -773,7 +743,7 @@ def _headline(run: Replay) -> str:
     if failure.kind == "answered":
         return (f"{call} returned {failure.detail}, but {brokers} brokers are too few to "
                 f"promise both guarantees for {_failures(f)}.")
-    text = _text(failure.value)
+    text = value_text(failure.value)
     return f"{call} raised {failure.detail}" + (f": {text}" if text else "") + "."
 
 
@@ -822,7 +792,7 @@ def _why_lost(run: Replay) -> list[str]:
     events = history.events
     ack_at = next(i for i, e in enumerate(events) if e.kind == "ack"
                   and e.data.get("value") == value)
-    shown = _text(value)
+    shown = value_text(value)
     holders = sorted({e.actor for e in events[:ack_at] if e.kind == "append"
                       and e.data.get("value") == value})
     isr = _isr_before(history, ack_at)
@@ -918,15 +888,15 @@ def _story_line(event, plain: dict, value: object) -> str | None:
     elif kind == "offline":
         text = f"partition OFFLINE: no in-sync replica is up (ISR {data['isr']})"
     elif kind == "append" and mine:
-        text = f"appends {_text(value)} at offset {data['offset']}"
+        text = f"appends {value_text(value)} at offset {data['offset']}"
     elif kind == "ack" and mine and data["offset"] < 0:
-        text = f"counts {_text(value)} as written (acks=0: no answer awaited)"
+        text = f"counts {value_text(value)} as written (acks=0: no answer awaited)"
     elif kind == "ack" and mine:
-        text = f"is told {_text(value)} is stored at offset {data['offset']}"
+        text = f"is told {value_text(value)} is stored at offset {data['offset']}"
     elif kind == "nack" and mine:
-        text = f"is told {_text(value)} FAILED: {data['error']}"
+        text = f"is told {value_text(value)} FAILED: {data['error']}"
     elif kind == "truncate" and value in (data.get("values") or ()):
-        text = f"truncates its log at offset {data['offset']}, cutting {_text(value)}"
+        text = f"truncates its log at offset {data['offset']}, cutting {value_text(value)}"
     else:
         return None
     return f"  t={event.time_ms}ms  {event.actor}: {text}"
@@ -944,8 +914,7 @@ def _story(run: Replay, before: int = 8, after: int = 14) -> list[str]:
         if anchor is None and event.kind in ("ack", "nack") and event.data.get("value") == value:
             anchor = len(lines)
         lines.append(line)
-    anchor = len(lines) - after if anchor is None else anchor
-    return lines[max(0, anchor - before):anchor + after + 1]
+    return window(lines, anchor, before, after)
 
 
 def _explain(run: Replay) -> str:
@@ -956,16 +925,11 @@ def _explain(run: Replay) -> str:
     if run.cluster is not None:
         lines += ["", f"Your settings for choose_config({f}, {brokers}): "
                       f"{_config_text(run.config)}"]
-    if run.plan.faults:
-        lines += ["", "The fault that caused it:" if len(run.plan) == 1 else
-                  "The faults that caused it (a minimal set):"]
-        lines += [f"  - {_plain_fault(run.plan, i)}" for i in range(len(run.plan))]
+    lines += causes([_plain_fault(run.plan, i) for i in range(len(run.plan))])
     why = _why(run)
     if why:
         lines += ["", *why]
-    if run.cluster is not None:
-        lines += ["", "What the cluster did:", *_story(run)]
-        lines += ["", f"Minimal fault plan: {run.plan!r} (seed {run.seed})"]
-    lines += [f"Replay it{' and draw the timeline' if run.cluster is not None else ''}: "
-              f"course_lib.replay(\"{_token(run)}\")"]
-    return "\n".join(lines)
+    if run.cluster is None:  # a rejected or unanswered config: nothing was played
+        return "\n".join(lines + replay_lines(None, run.seed, _token(run), draw=False))
+    lines += ["", "What the cluster did:", *_story(run), ""]
+    return "\n".join(lines + replay_lines(repr(run.plan), run.seed, _token(run)))

@@ -48,7 +48,6 @@ learner's process writes: that is what an outbox is.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -67,11 +66,31 @@ from confluent_kafka import KafkaError, Message
 
 from course_lib.cluster import Cluster
 from course_lib.faults import Crash, CrashClient, DropMessages, FaultPlan, KillBroker, RestartBroker
+from course_lib.grading.campaign import (
+    Campaign,
+    Check,
+    Played,
+    abort_point,
+    hunt,
+    raise_failure,
+    record_crash,
+    require_callable,
+    timeline_svg,
+)
+from course_lib.grading.explanation import (
+    AbortWords,
+    abort_headline,
+    at,
+    crash_sentence,
+    drop_numbers,
+    failure_message,
+    grader_crash,
+    merge,
+    ordinal,
+    window,
+)
 from course_lib.grading.sandbox import (
     ABORTS,
-    MEMORY_LIMIT_MB,
-    OUTPUT_LIMIT_BYTES,
-    CheckFailed,
     Limits,
     Outcome,
     Sandbox,
@@ -110,35 +129,19 @@ STATEMENT_SHOWN = 90  # characters of an SQL statement in a failure message
 
 
 @dataclass(frozen=True)
-class _Check:
-    name: str
-    function: str
-    guarantee: str
+class _Check(Check):
+    function: str  # the learner's function the check grades
     items: str  # what the count counts
 
 
 CHECKS = {
-    "place_order": _Check("place_order", "place_order",
-                          "an order exists if and only if its outbox row exists", "orders"),
-    "relay_once": _Check("relay_once", "relay_once",
-                         "every outbox row published, in id order, marked sent only after "
-                         "its ack", "rows"),
-    "handle_payment": _Check("handle_payment", "handle_payment",
-                             "each payment applied exactly once", "payments"),
+    "place_order": _Check("place_order", "an order exists if and only if its outbox row exists",
+                          function="place_order", items="orders"),
+    "relay_once": _Check("relay_once", "every outbox row published, in id order, marked sent "
+                         "only after its ack", function="relay_once", items="rows"),
+    "handle_payment": _Check("handle_payment", "each payment applied exactly once",
+                             function="handle_payment", items="payments"),
 }
-
-
-@dataclass(frozen=True)
-class Campaign:
-    """A passed check: how many fault plans the function survived."""
-
-    check: str
-    seed: int
-    plans: int
-
-    def __repr__(self) -> str:
-        return (f"<check_{self.check} passed: {self.plans} runs, one clean and "
-                f"{self.plans - 1} under faults (seed {self.seed})>")
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ class _Failure:
 
 
 @dataclass
-class Replay:
+class Replay(Played):
     """One played plan: the cluster, the database as the grader read it, and the verdict."""
 
     check: str
@@ -170,23 +173,12 @@ class Replay:
         """The History of the simulated cluster during this run."""
         return self.cluster.history
 
-    @property
-    def passed(self) -> bool:
-        """True when the run satisfies the check."""
-        return self.failure is None
-
     def __repr__(self) -> str:
-        verdict = "passed" if self.failure is None else f"FAILED ({self.failure.kind})"
-        return f"<Replay check_{self.check} seed={self.seed} {verdict}; plan {self.plan!r}>"
+        return f"<Replay check_{self.check} seed={self.seed} {self.verdict}; plan {self.plan!r}>"
 
     def _repr_svg_(self) -> str | None:
         """The cluster's side of this run as a timeline (the database is in ``tables``)."""
-        if importlib.util.find_spec("course_lib.viz") is None:
-            return None
-        from course_lib import viz
-
-        title = f"replay of check_{self.check}: {self.plan!r}"
-        return viz.timeline(self.history, title=title)._repr_svg_()
+        return timeline_svg(self.history, f"replay of check_{self.check}: {self.plan!r}")
 
 
 @dataclass
@@ -270,8 +262,7 @@ def replay_data(data: dict, fn: Callable | None = None, *, isolated: bool = True
 
 def _campaign(chosen: _Check, fn: Callable, seed: int, count: int, random_plans: int,
               time_limit_s: float) -> Campaign:
-    if not callable(fn):
-        raise TypeError(f"check_{chosen.name} needs your function, not {fn!r}")
+    require_callable(chosen.name, fn)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= COUNT_MAX:
         raise ValueError(f"{chosen.items} must be an int from 1 to {COUNT_MAX}, not {count!r}")
     name = getattr(fn, "__name__", chosen.function)
@@ -281,21 +272,13 @@ def _campaign(chosen: _Check, fn: Callable, seed: int, count: int, random_plans:
         def play(plan: FaultPlan) -> Replay:
             return _play(chosen, seed, count, plan, sandbox, time_limit_s, name, Path(tmp))
 
-        clean = play(FaultPlan())
-        runs, failing = 1, clean if clean.failure is not None else None
-        if failing is None:
-            for plan in _plans(chosen, seed, clean, random_plans):
-                runs += 1
-                result = play(plan)
-                if result.failure is not None:
-                    failing = _shrink(result, play)
-                    break
+        failing, runs = hunt(play, lambda clean: [
+            (plan,) for plan in _plans(chosen, seed, clean, random_plans)])
     if failing is None:
         return Campaign(chosen.name, seed, runs)
-    failing.message = _explain(failing, time_limit_s)
-    if failing.failure.kind == "error" and failing.errors[0].error_type == "NotImplementedError":
-        raise NotImplementedError(failing.message)
-    raise CheckFailed(failing.message, failing, _token(failing))
+    raise_failure(failing, _explain(failing, time_limit_s), _token(failing),
+                  failing.failure.kind == "error"
+                  and failing.errors[0].error_type == "NotImplementedError")
 
 
 def _crash_points(clean: Replay) -> list[tuple[str, int]]:
@@ -351,21 +334,6 @@ def _random_plan(chosen: _Check, seed: int, index: int, points: list, clean: Rep
             faults.append(KillBroker("leader", at_ms=at_ms, topic=ORDERS_TOPIC))
             faults.append(RestartBroker(rng.randrange(BROKERS), at_ms=at_ms + 1_500))
     return FaultPlan(tuple(faults))
-
-
-def _shrink(failing: Replay, play: Callable[[FaultPlan], Replay]) -> Replay:
-    """Greedy delta debugging: drop each fault in turn while the same failure remains."""
-    if failing.failure.kind == "hang":
-        return failing  # each attempt would cost a whole time limit
-    changed = True
-    while changed and len(failing.plan) > 1:
-        changed = False
-        for index in range(len(failing.plan)):
-            candidate = play(failing.plan.without(index))
-            if candidate.failure is not None and candidate.failure.kind == failing.failure.kind:
-                failing, changed = candidate, True
-                break
-    return failing
 
 
 # ----- one plan: stage, run the app until done, judge -----------------------------------------
@@ -455,13 +423,13 @@ def _play(chosen: _Check, seed: int, count: int, plan: FaultPlan, sandbox: Sandb
         if chosen.name == "relay_once" and stage.early is None:
             stage.early = _marked_without_ack(stage, history)
         if outcome.kind in ABORTS:
-            _record_crash(cluster, app, _ABORT_POINTS[outcome.kind], number)
+            record_crash(cluster, app, abort_point(outcome.kind, "the grader"), number)
             stop = outcome
             break
         if not app.alive:
             continue
         if outcome.kind == "raised":
-            _record_crash(cluster, app, f"uncaught {outcome.error_type}", number)
+            record_crash(cluster, app, f"uncaught {outcome.error_type}", number)
             errors.append(outcome)
             if not plan.faults:
                 break
@@ -474,24 +442,6 @@ def _play(chosen: _Check, seed: int, count: int, plan: FaultPlan, sandbox: Sandb
                  errors=errors, calls=calls, installed_at=installed_at)
     run.failure = _judge(chosen, run, stage, stop)
     return run
-
-
-_ABORT_POINTS = {
-    "hang": "the wall-clock limit (grader stopped it)",
-    "calls": "too many calls (grader stopped it)",
-    "exit": "its own exit (sys.exit/os._exit)",
-    "flood": "an output flood (grader stopped it)",
-    "killed": "a signal",
-    "broken": "a broken connection to the grader",
-}
-
-
-def _record_crash(cluster: Cluster, app, point: str, number: int) -> None:
-    """The app died outside the fault plan: record it as the crash it is."""
-    if app.alive:
-        cluster.history.record("crash", app.name, point=point, phase="at", nth=number,
-                               reason="grader")
-        app.die()
 
 
 def _done(chosen: _Check, stage: _Stage, history) -> bool:
@@ -984,29 +934,20 @@ def _token(run: Replay) -> str:
                          "p": json.loads(run.plan.to_json()), "s": run.seed})
 
 
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
 def _plain(fault) -> str:
     """One fault, as a sentence a learner reads."""
     if isinstance(fault, CrashClient):
-        nth = _ordinal(fault.nth)
+        nth = ordinal(fault.nth)
         if fault.point == "sql":
             return (f"your process was killed (SIGKILL) just before its {nth} SQL statement "
                     f"ran")
         what = {"consumer.poll": "the harness's consumer.poll",
                 "consumer.commit": "the harness's offset commit"}.get(fault.point, fault.point)
-        if fault.phase == "before":
-            return f"your process was killed during the {nth} call of {what}, before it took " \
-                   f"effect"
-        return (f"your process was killed during the {nth} call of {what}, after it took "
-                f"effect but before it returned")
+        return crash_sentence(fault.phase, f"the {nth} call of {what}", verb="was killed",
+                              returned="before it returned")
     if isinstance(fault, DropMessages) and fault.kind == "request":
-        numbers = ", ".join(f"#{n}" for n in range(fault.skip + 1, fault.skip + fault.count + 1))
-        return (f"the network lost produce requests {numbers}, so that record's delivery "
-                f"failed for good (_MSG_TIMED_OUT after delivery.timeout.ms)")
+        return (f"the network lost produce requests {drop_numbers(fault)}, so that record's "
+                f"delivery failed for good (_MSG_TIMED_OUT after delivery.timeout.ms)")
     if isinstance(fault, DropMessages):
         return (f"the network lost the broker's answer to produce request #{fault.skip + 1} "
                 f"(the record was written; the producer did not hear back and retried)")
@@ -1073,23 +1014,13 @@ def _headline(run: Replay, limit_s: float) -> str:
 
 
 def _abort_headline(run: Replay, limit_s: float) -> str:
-    failure, fn = run.failure, run.function
-    if failure.kind == "hang":
-        return (f"{fn}() did not finish within {limit_s:g} s (an infinite loop? a blocking "
-                f"call?). The grader stopped it; that counts as a crash, and the check fails.")
-    if failure.kind == "calls":
-        return (f"{fn}() made more than {CALLS_MAX} statements and calls in one run of the "
-                f"app. Does it stop when the work is done?")
-    if failure.kind == "exit":
-        return (f"{fn}() ended its own process ({failure.detail}). The grader counts that as "
-                f"a crash, and the check fails: return from the function instead.")
-    if failure.kind == "flood":
-        return (f"{fn}() printed more than {OUTPUT_LIMIT_BYTES} characters in one run. The "
-                f"grader stopped it; that counts as a crash, and the check fails.")
-    if failure.kind == "killed":
-        return (f"{fn}()'s process was killed by {failure.detail} (more than "
-                f"{MEMORY_LIMIT_MB} MB of memory?). That counts as a crash; the check fails.")
-    return (f"{fn}() broke its connection to the grader ({failure.detail}); the check fails.")
+    """ps3's words for an abort: the app restarts, so it is a crash; its peer is the grader."""
+    fn = run.function
+    words = AbortWords(f"{fn}()", calls=(f"{fn}() made more than {CALLS_MAX} statements and "
+                                         f"calls in one run of the app. Does it stop when the "
+                                         f"work is done?"),
+                       instead="return from the function", peer="the grader")
+    return abort_headline(run.failure.kind, words, run.failure.detail, limit_s)
 
 
 _WHY = {
@@ -1155,48 +1086,29 @@ def _story(run: Replay, before: int = 9, after: int = 5) -> list[str]:
                if index >= run.installed_at and event.kind in ("crash", "fault", "note")]
     entries = [(*entry[:2], "CRASH" in entry[3] or "FAULT" in entry[3], entry[3])
                for entry in entries]
-    entries += [(index, 1, False, f"  t={when}ms  {text}") for index, when, text in run.calls]
-    entries.sort(key=lambda entry: entry[:2])
+    entries = merge(entries, run.calls)
     anchor = next((i for i, entry in enumerate(entries) if entry[2]), None)
-    if anchor is None or run.failure.kind in ("progress", "stuck"):
-        chosen = entries[-(before + after):]
-    else:
-        chosen = entries[max(0, anchor - before):anchor + after + 1]
-    return [entry[3] for entry in chosen]
+    tail = run.failure.kind in ("progress", "stuck")
+    return [entry[3] for entry in window(entries, anchor, before, after, tail)]
 
 
 def _event_line(event, plain: dict) -> str:
     data = event.data
-    if event.kind == "crash" and data.get("reason") == "grader":
-        what = f"CRASH: {data.get('point')}"
-    elif event.kind == "crash":
-        fault = CrashClient(str(data.get("point")), str(data.get("phase")), int(data.get("nth")))
-        what = "CRASH: " + _plain(fault).removeprefix("your process ")
+    if event.kind == "crash":
+        what = grader_crash(data, _plain, "your process ")
     elif event.kind == "fault" and data.get("message"):
         what = f"FAULT: the network lost this message: {data['message']}"
     elif event.kind == "fault":
         what = f"FAULT: {plain.get(data.get('fault'), data.get('fault'))}"
     else:
         what = str(data.get("text"))
-    return f"  t={event.time_ms}ms  {event.actor}: {what}"
+    return at(event.time_ms, event.actor, what)
 
 
 def _explain(run: Replay, limit_s: float) -> str:
     """The failure message: what, which fault, why, what the code did, how to replay."""
-    chosen = CHECKS[run.check]
-    lines = [f"check_{run.check} failed ({chosen.guarantee}): {_headline(run, limit_s)}"]
-    if run.plan.faults:
-        lines += ["", "The fault that caused it:" if len(run.plan) == 1 else
-                  "The faults that caused it (a minimal set):"]
-        lines += [f"  - {_plain(fault)}" for fault in run.plan.faults]
-    why = _why(run)
-    if why:
-        lines += ["", *why]
-    if run.errors and run.failure.kind != "error":
-        first = run.errors[0]
-        lines += ["", f"Your function also raised {first.error_type}: {first.detail}"]
-    if run.failure.kind != "hang":
-        lines += ["", "What your code did just before:", *_story(run)]
-    lines += ["", f"Minimal fault plan: {run.plan!r} (seed {run.seed})",
-              f"Replay it and draw the timeline: course_lib.replay(\"{_token(run)}\")"]
-    return "\n".join(lines)
+    return failure_message(
+        run.check, CHECKS[run.check].guarantee, _headline(run, limit_s),
+        faults=[_plain(fault) for fault in run.plan.faults], why=_why(run), errors=run.errors,
+        kind=run.failure.kind, story=lambda: _story(run), plan=repr(run.plan), seed=run.seed,
+        token=_token(run))

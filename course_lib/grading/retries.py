@@ -41,7 +41,6 @@ There are no process crashes in ps2: each plan is one app run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import time
@@ -55,10 +54,24 @@ from course_lib.cluster import Cluster
 from course_lib.config import INT32_MAX
 from course_lib.errors import kafka_error
 from course_lib.faults import DropMessages, FaultPlan, KillBroker, RestartBroker
+from course_lib.grading.campaign import (
+    Check,
+    Played,
+    first_failure,
+    raise_failure,
+    require_callable,
+    timeline_svg,
+)
+from course_lib.grading.explanation import (
+    AbortWords,
+    abort_headline,
+    causes,
+    drop_numbers,
+    ordinal,
+    replay_lines,
+)
 from course_lib.grading.sandbox import (
     ABORTS,
-    OUTPUT_LIMIT_BYTES,
-    CheckFailed,
     Limits,
     Outcome,
     Proxy,
@@ -95,16 +108,10 @@ OVERSIZED_PAD = 2_000
 PRODUCER_ID = 4_000
 
 
-@dataclass(frozen=True)
-class _Check:
-    name: str
-    guarantee: str
-
-
 CHECKS = {
-    "send_with_retries": _Check("send_with_retries", "retry what may succeed, within limits"),
-    "idempotent_sender": _Check("idempotent_sender", "each value exactly once, in order"),
-    "check_sequence": _Check("check_sequence", "the broker's sequence rules"),
+    "send_with_retries": Check("send_with_retries", "retry what may succeed, within limits"),
+    "idempotent_sender": Check("idempotent_sender", "each value exactly once, in order"),
+    "check_sequence": Check("check_sequence", "the broker's sequence rules"),
 }
 
 
@@ -128,7 +135,7 @@ class _Failure:
 
 
 @dataclass
-class Run:
+class Run(Played):
     """One played run: plan, inputs, cluster (if any), what the code did, and the verdict."""
 
     check: str
@@ -147,24 +154,15 @@ class Run:
         """The History of the run's cluster (None for check_sequence)."""
         return None if self.cluster is None else self.cluster.history
 
-    @property
-    def passed(self) -> bool:
-        """True when the run satisfies the check."""
-        return self.failure is None
-
     def __repr__(self) -> str:
-        verdict = "passed" if self.failure is None else f"FAILED ({self.failure.kind})"
-        return f"<Run check_{self.check} seed={self.seed} {verdict}; plan {self.plan!r}>"
+        return f"<Run check_{self.check} seed={self.seed} {self.verdict}; plan {self.plan!r}>"
 
     def _repr_svg_(self) -> str | None:
         """The timeline of this run, when course_lib.viz is available."""
-        if self.cluster is None or importlib.util.find_spec("course_lib.viz") is None:
+        if self.cluster is None:
             return None
-        from course_lib import viz
-
-        title = f"replay of check_{self.check}: {self.plan!r}"
-        return viz.timeline(self.history, check(self.history, delivered_by="log"),
-                            title=title)._repr_svg_()
+        return timeline_svg(self.history, f"replay of check_{self.check}: {self.plan!r}",
+                            check(self.history, delivered_by="log"))
 
 
 # ----- public API -----------------------------------------------------------------------------
@@ -232,46 +230,24 @@ def replay_data(data: dict, fn: Callable | None = None, *, isolated: bool = True
 # ----- the campaign ---------------------------------------------------------------------------
 
 
-def _campaign(chosen: _Check, fn: Callable, seed: int, scenarios: list,
+def _campaign(chosen: Check, fn: Callable, seed: int, scenarios: list,
               time_limit_s: float) -> Passed:
-    if not callable(fn):
-        raise TypeError(f"check_{chosen.name} needs your function or class, not {fn!r}")
+    require_callable(chosen.name, fn, "your function or class")
     name = getattr(fn, "__name__", "your_function")
-    failing = None
     with Sandbox(fn, Limits(time_limit_s), _DRIVERS[chosen.name]) as sandbox:
 
         def play(plan: FaultPlan, inputs: dict) -> Run:
             return _play(chosen, seed, plan, inputs, sandbox.run, time_limit_s, name)
 
-        for plan, inputs in scenarios:
-            result = play(plan, inputs)
-            if result.failure is not None:
-                failing = _shrink(result, play)
-                break
+        # No clean run of its own: the first scenario is the clean plan.
+        failing, _runs = first_failure(play, scenarios)
     if failing is None:
         return Passed(chosen.name, seed, len(scenarios))
-    failing.message = _explain(failing, time_limit_s)
-    if failing.failure.kind == "not_implemented":
-        raise NotImplementedError(failing.message)
-    raise CheckFailed(failing.message, failing, _token(failing))
+    raise_failure(failing, _explain(failing, time_limit_s), _token(failing),
+                  failing.failure.kind == "not_implemented")
 
 
-def _shrink(failing: Run, play: Callable[[FaultPlan, dict], Run]) -> Run:
-    """Greedy delta debugging: drop each fault in turn while the same failure remains."""
-    if failing.failure.kind == "hang":
-        return failing  # each attempt would cost a whole time limit
-    changed = True
-    while changed and len(failing.plan) > 1:
-        changed = False
-        for index in range(len(failing.plan)):
-            candidate = play(failing.plan.without(index), failing.inputs)
-            if candidate.failure is not None and candidate.failure.kind == failing.failure.kind:
-                failing, changed = candidate, True
-                break
-    return failing
-
-
-def _play(chosen: _Check, seed: int, plan: FaultPlan, inputs: dict,
+def _play(chosen: Check, seed: int, plan: FaultPlan, inputs: dict,
           runner: Callable[[object, float], Outcome], time_limit_s: float,
           function: str) -> Run:
     """One app run of the learner's code against a fresh world for ``plan``."""
@@ -571,7 +547,7 @@ class _RetriesGate(_Gate):
         self._before_attempt()
         attempt = _Attempt(self.world.now_ms)
         self.attempts.append(attempt)
-        number = _ordinal(len(self.attempts))
+        number = ordinal(len(self.attempts))
         try:
             attempt.ack = self.wire.produce(0, _record(self.case).encode())
         except KafkaException as exc:
@@ -967,22 +943,17 @@ def _token(run: Run) -> str:
                          "p": json.loads(run.plan.to_json()), "s": run.seed})
 
 
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
 def _plain_fault(fault) -> str:
     """One fault, as a sentence a learner reads."""
     if isinstance(fault, DropMessages):
-        numbers = ", ".join(f"#{n}" for n in range(fault.skip + 1, fault.skip + fault.count + 1))
+        numbers = drop_numbers(fault)
         if fault.kind == "response":
             return (f"the network lost the broker's answer to produce request {numbers}: the "
                     f"record WAS written, but send_once raised REQUEST_TIMED_OUT (an indefinite "
                     f"outcome)")
         return (f"the network lost produce request {numbers} before it reached the broker: "
                 f"send_once raised REQUEST_TIMED_OUT")
-    when = f" right after the {_ordinal(fault.nth)} {fault.on}" if fault.on else ""
+    when = f" right after the {ordinal(fault.nth)} {fault.on}" if fault.on else ""
     if fault.at_ms is not None:
         when = f" at t={fault.at_ms}ms"
     if isinstance(fault, KillBroker):
@@ -998,16 +969,14 @@ def _explain(run: Run, limit_s: float) -> str:
     why = _why(run)
     if why:
         lines += ["", why]
-    if run.plan.faults:
-        lines += ["", "The fault that caused it:" if len(run.plan) == 1 else
-                  "The faults that caused it (a minimal set):"]
-        lines += [f"  - {_plain_fault(fault)}" for fault in run.plan.faults]
+    lines += causes([_plain_fault(fault) for fault in run.plan.faults])
     story = _story(run)
     if story:
         lines += ["", "What your code did just before:", *story]
-    if run.check != "check_sequence":
-        lines += ["", f"Minimal fault plan: {run.plan!r} (seed {run.seed})"]
-    lines += [f"Replay it: course_lib.replay(\"{_token(run)}\")"]
+    if run.check == "check_sequence":  # no plan to show: the case is the whole story
+        lines += replay_lines(None, run.seed, _token(run), draw=False)
+    else:
+        lines += ["", *replay_lines(repr(run.plan), run.seed, _token(run), draw=False)]
     return "\n".join(lines)
 
 
@@ -1082,19 +1051,17 @@ def _headline(run: Run, limit_s: float) -> str:
         "not_implemented": lambda: f"{fn} raised NotImplementedError\n{d.get('where', '')}",
         "driver_raised": lambda: (f"{fn} could not be used: {d.get('type')}: {d.get('text')}\n"
                                   f"{d.get('where', '')}".rstrip()),
-        "hang": lambda: (f"{fn} did not finish within {limit_s:g} s (an infinite loop? a "
-                         f"blocking call?). The grader stopped it, and the check fails."),
-        "calls": lambda: (f"{fn} made more than {CALLS_MAX} calls on send_once and clock in "
-                          f"one run. Does it stop retrying when the limits run out?"),
-        "exit": lambda: (f"{fn} ended its own process ({d.get('text')}). The check fails: "
-                         f"return or raise instead."),
-        "flood": lambda: (f"{fn} printed more than {OUTPUT_LIMIT_BYTES} characters in one "
-                          f"run. The grader stopped it, and the check fails."),
-        "killed": lambda: f"{fn}'s process was killed by {d.get('text')}; the check fails.",
-        "broken": lambda: (f"{fn} broke its connection to the simulated cluster "
-                           f"({d.get('text')}); the check fails."),
     }
+    if failure.kind in ABORTS:
+        return abort_headline(failure.kind, _abort_words(fn), d.get("text", ""), limit_s)
     return texts[failure.kind]()
+
+
+def _abort_words(fn: str) -> AbortWords:
+    """ps2's words for an abort: one app run, no restart, so an abort fails the check only."""
+    return AbortWords(fn, calls=(f"{fn} made more than {CALLS_MAX} calls on send_once and "
+                                 f"clock in one run. Does it stop retrying when the limits run "
+                                 f"out?"), crash=False)
 
 
 _WHY = {

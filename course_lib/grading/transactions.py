@@ -40,7 +40,6 @@ plan and explained in plain words, with a ``course_lib.replay("…")`` line.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import time
@@ -62,12 +61,34 @@ from course_lib.faults import (
     RestartBroker,
     single_crash_plans,
 )
-from course_lib.grading.consumers import _ABORT_POINTS, _arg, _ordinal, _record_crash, _text
+from course_lib.grading.campaign import (
+    Campaign,
+    Check,
+    Played,
+    abort_point,
+    hunt,
+    raise_failure,
+    record_crash,
+    require_callable,
+    timeline_svg,
+)
+from course_lib.grading.consumers import _arg
+from course_lib.grading.explanation import (
+    CRASHED,
+    AbortWords,
+    abort_headline,
+    at,
+    describe_fault,
+    drop_numbers,
+    failure_message,
+    grader_crash,
+    merge,
+    ordinal,
+    value_text,
+    window,
+)
 from course_lib.grading.sandbox import (
     ABORTS,
-    MEMORY_LIMIT_MB,
-    OUTPUT_LIMIT_BYTES,
-    CheckFailed,
     Limits,
     Outcome,
     Proxy,
@@ -120,17 +141,11 @@ RERUN_DELAY_MS = 5_000  # an app that stopped early (poll() came back empty) run
 SETTLE_MS = 5_000
 
 
-@dataclass(frozen=True)
-class _Check:
-    name: str
-    guarantee: str
-
-
 CHECKS = {
-    "no_duplicates": _Check("no_duplicates", "exactly-once: nothing committed twice"),
-    "no_loss": _Check("no_loss", "exactly-once: nothing lost, offsets committed"),
-    "zombie_fenced": _Check("zombie_fenced", "a fenced instance stops"),
-    "isolation": _Check("isolation", "no aborted reads"),
+    "no_duplicates": Check("no_duplicates", "exactly-once: nothing committed twice"),
+    "no_loss": Check("no_loss", "exactly-once: nothing lost, offsets committed"),
+    "zombie_fenced": Check("zombie_fenced", "a fenced instance stops"),
+    "isolation": Check("isolation", "no aborted reads"),
 }
 
 
@@ -154,19 +169,6 @@ class Stall:
 
 
 @dataclass(frozen=True)
-class Campaign:
-    """A passed check: how many fault plans the function survived."""
-
-    check: str
-    seed: int
-    plans: int
-
-    def __repr__(self) -> str:
-        return (f"<check_{self.check} passed: {self.plans} runs, one clean and "
-                f"{self.plans - 1} under faults (seed {self.seed})>")
-
-
-@dataclass(frozen=True)
 class _Failure:
     kind: str  # duplicate lost progress aborted-read fenced-continued clean-* error | ABORTS
     value: bytes | None = None  # the input message concerned
@@ -175,7 +177,7 @@ class _Failure:
 
 
 @dataclass
-class Replay:
+class Replay(Played):
     """One played run: plan, cluster, History, Report and verdict (None if it passed)."""
 
     check: str
@@ -201,24 +203,14 @@ class Replay:
         """The History the verdict was computed from."""
         return self.cluster.history
 
-    @property
-    def passed(self) -> bool:
-        """True when the run satisfies the check."""
-        return self.failure is None
-
     def __repr__(self) -> str:
-        verdict = "passed" if self.failure is None else f"FAILED ({self.failure.kind})"
-        return (f"<Replay check_{self.check} seed={self.seed} {verdict}: "
+        return (f"<Replay check_{self.check} seed={self.seed} {self.verdict}: "
                 f"{_plan_text(self.plan, self.stall)}>")
 
     def _repr_svg_(self) -> str | None:
         """The timeline of this run, when course_lib.viz is available."""
-        if importlib.util.find_spec("course_lib.viz") is None:
-            return None
-        from course_lib import viz
-
         title = f"replay of check_{self.check}: {_plan_text(self.plan, self.stall)}"
-        return viz.timeline(self.history, self.report, title=title)._repr_svg_()
+        return timeline_svg(self.history, title, self.report)
 
 
 # ----- public API -----------------------------------------------------------------------------
@@ -298,10 +290,9 @@ def replay_data(data: dict, fn: Callable | None = None, *, isolated: bool = True
 # ----- the campaign ---------------------------------------------------------------------------
 
 
-def _campaign(chosen: _Check, fn: Callable, seed: int, random_plans: int, messages: int,
+def _campaign(chosen: Check, fn: Callable, seed: int, random_plans: int, messages: int,
               time_limit_s: float) -> Campaign:
-    if not callable(fn):
-        raise TypeError(f"check_{chosen.name} needs your function, not {fn!r}")
+    require_callable(chosen.name, fn)
     if isinstance(messages, bool) or not isinstance(messages, int) or messages < 1:
         raise ValueError(f"messages must be a positive int, not {messages!r}")
     name = getattr(fn, "__name__", "process_transactionally")
@@ -310,25 +301,15 @@ def _campaign(chosen: _Check, fn: Callable, seed: int, random_plans: int, messag
         def play(plan: FaultPlan, stall: Stall | None = None) -> Replay:
             return _play(chosen, seed, messages, plan, stall, sandbox.run, time_limit_s, name)
 
-        clean = play(FaultPlan())
-        runs = 1
-        failing = clean if clean.failure is not None else None
-        if failing is None:
-            for plan, stall in _plans(chosen, seed, clean, random_plans):
-                runs += 1
-                result = play(plan, stall)
-                if result.failure is not None:
-                    failing = _shrink(result, play)
-                    break
+        failing, runs = hunt(play, lambda clean: _plans(chosen, seed, clean, random_plans))
     if failing is None:
         return Campaign(chosen.name, seed, runs)
-    failing.message = _explain(failing, time_limit_s)
-    if failing.failure.kind == "error" and failing.failure.detail == "NotImplementedError":
-        raise NotImplementedError(failing.message)
-    raise CheckFailed(failing.message, failing, _token(failing))
+    raise_failure(failing, _explain(failing, time_limit_s), _token(failing),
+                  failing.failure.kind == "error"
+                  and failing.failure.detail == "NotImplementedError")
 
 
-def _plans(chosen: _Check, seed: int, clean: Replay,
+def _plans(chosen: Check, seed: int, clean: Replay,
            count: int) -> list[tuple[FaultPlan, Stall | None]]:
     """The check's fault family: single crashes, abortable errors, zombies, random mixes."""
     transactions = sum(1 for point, _ in clean.trace if point == "producer.commit_transaction")
@@ -351,7 +332,7 @@ def _plans(chosen: _Check, seed: int, clean: Replay,
     return plans
 
 
-def _random_plan(chosen: _Check, seed: int, index: int,
+def _random_plan(chosen: Check, seed: int, index: int,
                  clean: Replay) -> tuple[FaultPlan, Stall | None]:
     """A seeded mix of crashes, lost produce requests or answers and broker restarts.
 
@@ -382,21 +363,6 @@ def _random_plan(chosen: _Check, seed: int, index: int,
             faults.append(KillBroker(broker, at_ms=at_ms))
             faults.append(RestartBroker(broker, at_ms=at_ms + rng.randint(100, 3_000)))
     return FaultPlan(tuple(faults)), stall
-
-
-def _shrink(failing: Replay, play: Callable[[FaultPlan, Stall | None], Replay]) -> Replay:
-    """Greedy delta debugging: drop each fault in turn while the same failure remains."""
-    if failing.failure.kind == "hang":
-        return failing  # each attempt would cost a whole time limit
-    changed = True
-    while changed and len(failing.plan) > 1:
-        changed = False
-        for index in range(len(failing.plan)):
-            candidate = play(failing.plan.without(index), failing.stall)
-            if candidate.failure is not None and candidate.failure.kind == failing.failure.kind:
-                failing, changed = candidate, True
-                break
-    return failing
 
 
 # ----- one run of a plan ----------------------------------------------------------------------
@@ -474,20 +440,20 @@ class _Play:
         if gate.fatal is not None:
             self.fenced.append((number, gate.fatal, list(gate.after_fatal)))
         if outcome.kind in ABORTS and not gate.after_fatal:
-            _record_crash(self.cluster, app, _ABORT_POINTS[outcome.kind], number)
+            record_crash(self.cluster, app, abort_point(outcome.kind), number)
             self.stop = outcome
             return True
         if stall is not None and stall.kind == "zombie" and gate.woke:
             ending = (f"uncaught {outcome.error_type}" if outcome.kind == "raised"
                       else "the grader (the zombie's run is over)")
-            _record_crash(self.cluster, app, ending, number)
+            record_crash(self.cluster, app, ending, number)
             return True  # its successors already ran to the end
         if not app.alive:
             return False  # the fault plan crashed it; a new process takes over
         if outcome.kind in ("raised", "crashed", "calls"):
             what = ("kept going after a fatal error" if outcome.kind == "calls"
                     else f"uncaught {outcome.error_type or 'exception'}")
-            _record_crash(self.cluster, app, what, number)
+            record_crash(self.cluster, app, what, number)
             self.errors.append(outcome)
             return not self.faulty
         try:
@@ -514,7 +480,7 @@ class _Play:
                             isolation="read_committed", values=values)
 
 
-def _play(chosen: _Check, seed: int, messages: int, plan: FaultPlan, stall: Stall | None,
+def _play(chosen: Check, seed: int, messages: int, plan: FaultPlan, stall: Stall | None,
           runner: Callable[[_Gate, float], Outcome], time_limit_s: float,
           function: str) -> Replay:
     """Stage a fresh cluster, install the plan, run the app until done, judge the History."""
@@ -589,7 +555,7 @@ def _output(history) -> Counter:
     return Counter(values)
 
 
-def _judge(chosen: _Check, run: Replay, stop: Outcome | None, end: int,
+def _judge(chosen: Check, run: Replay, stop: Outcome | None, end: int,
            faulty: bool) -> _Failure | None:
     """The verdict, computed from the History (and how the learner's process ended)."""
     history = run.history
@@ -855,38 +821,24 @@ def _plain(fault) -> str:
     """One fault, as a sentence a learner reads."""
     if isinstance(fault, Stall):
         if fault.kind == "zombie":
-            return (f"your app stalled inside its {_ordinal(fault.nth)} call of transform(msg) "
+            return (f"your app stalled inside its {ordinal(fault.nth)} call of transform(msg) "
                     f"(a long pause); its group session expired and a new instance with the "
                     f"same transactional.id took over and ran to the end; then the stalled "
                     f"one woke up (a ZOMBIE)")
-        return (f"your app stalled just before its {_ordinal(fault.nth)} call of "
+        return (f"your app stalled just before its {ordinal(fault.nth)} call of "
                 f"send_offsets_to_transaction(), longer than transaction.timeout.ms="
                 f"{TRANSACTION_TIMEOUT_MS}: the coordinator aborted the transaction and "
                 f"fenced the producer")
-    if isinstance(fault, CrashClient):
-        nth = _ordinal(fault.nth)
-        if fault.phase == "before":
-            return (f"your process crashed during the {nth} call of {fault.point}, "
-                    f"before it took effect")
-        return (f"your process crashed during the {nth} call of {fault.point}, after it "
-                f"took effect but before it returned to your code")
     if isinstance(fault, DropMessages):
-        numbers = ", ".join(f"#{n}" for n in range(fault.skip + 1, fault.skip + fault.count + 1))
         what = ("requests" if fault.kind == "request" else "broker answers to requests")
-        text = f"the network lost produce {what} {numbers}"
+        text = f"the network lost produce {what} {drop_numbers(fault)}"
         if fault.count >= DROPS_TO_ABORT:
             text += (f" (the producer retried until delivery.timeout.ms={DELIVERY_TIMEOUT_MS} "
                      f"ran out: the transaction can no longer commit, an abortable error)")
         else:
             text += " (the producer retried; idempotence drops a repeated write)"
         return text
-    if isinstance(fault, KillBroker):
-        when = f" at t={fault.at_ms}ms" if fault.at_ms is not None else ""
-        return f"broker {fault.broker} crashed{when}"
-    if isinstance(fault, RestartBroker):
-        when = f" at t={fault.at_ms}ms" if fault.at_ms is not None else ""
-        return f"broker {fault.broker} started again{when}"
-    return repr(fault)
+    return describe_fault(fault)
 
 
 _STORY = ("commit", "crash", "fault", "note", "broker_crash", "broker_restart", "txn_end",
@@ -899,11 +851,8 @@ def _line(event) -> str:
         what = f"offsets committed for the group: next offset {data.get('offset')}"
         if event.actor == TRANSACTIONAL_ID:
             what += " (with the transaction)"
-    elif kind == "crash" and data.get("reason") == "grader":
-        what = f"CRASH: {data.get('point')}"
     elif kind == "crash":
-        fault = CrashClient(str(data.get("point")), str(data.get("phase")), int(data.get("nth")))
-        what = "CRASH: " + _plain(fault).removeprefix("your process crashed ")
+        what = grader_crash(data, _plain, CRASHED)
     elif kind == "fault" and len(str(data.get("message", "")).split(" ")) == 3:
         direction, api, route = str(data["message"]).split(" ")
         what = f"FAULT: the network lost a {api} {direction} ({route})"
@@ -920,7 +869,7 @@ def _line(event) -> str:
         what = "crashes"
     else:
         what = "starts again"
-    return f"  t={event.time_ms}ms  {event.actor}: {what}"
+    return at(event.time_ms, event.actor, what)
 
 
 def _entries(run: Replay) -> list[tuple[int, int, bool, str]]:
@@ -934,8 +883,7 @@ def _entries(run: Replay) -> list[tuple[int, int, bool, str]]:
         fault = event.kind in ("crash", "fault") or (
             event.kind == "note" and "stalls" in str(event.data.get("text")))
         entries.append((index + 1, 0, fault, _line(event)))
-    entries += [(index, 1, False, f"  t={when}ms  {text}") for index, when, text in run.calls]
-    return sorted(entries, key=lambda entry: entry[:2])
+    return merge(entries, run.calls)
 
 
 def _story(run: Replay, before: int = 8, after: int = 5) -> list[str]:
@@ -945,15 +893,12 @@ def _story(run: Replay, before: int = 8, after: int = 5) -> list[str]:
     if kind == "fenced-continued":
         anchor = next((i for i, e in enumerate(entries) if "fatal)" in e[3]), None)
     elif kind == "aborted-read":
-        polled = f"-> {_text(run.failure.value)} (offset"
+        polled = f"-> {value_text(run.failure.value)} (offset"
         anchor = next((i for i, e in enumerate(entries) if polled in e[3]), None)
     else:
         anchor = next((i for i, entry in enumerate(entries) if entry[2]), None)
-    if anchor is None or kind in ("progress", "clean-lost", "clean-duplicate"):
-        chosen = entries[-(before + after):]
-    else:
-        chosen = entries[max(0, anchor - before):anchor + after + 1]
-    return [entry[3] for entry in chosen]
+    tail = kind in ("progress", "clean-lost", "clean-duplicate")
+    return [entry[3] for entry in window(entries, anchor, before, after, tail)]
 
 
 def _restart_commit(run: Replay) -> int | None:
@@ -974,7 +919,7 @@ def _aborted_in_plan(run: Replay) -> bool:
 
 def _why(run: Replay) -> list[str]:
     failure, fn = run.failure, run.function
-    value, offset = _text(failure.value), failure.offset
+    value, offset = value_text(failure.value), failure.offset
     restart = _restart_commit(run)
     if failure.kind == "duplicate":
         if restart is not None and offset is not None and restart == offset:
@@ -1037,7 +982,7 @@ def _why(run: Replay) -> list[str]:
 
 def _headline(run: Replay, limit_s: float) -> str:
     failure, fn = run.failure, run.function
-    value, offset = _text(failure.value), failure.offset
+    value, offset = value_text(failure.value), failure.offset
     if failure.kind == "duplicate":
         return (f"the output of input {value} (offset {offset}) was committed "
                 f"{failure.detail} times to {TOPIC_OUT!r} (a DUPLICATE).")
@@ -1063,43 +1008,21 @@ def _headline(run: Replay, limit_s: float) -> str:
         error = run.errors[0]
         detail = f": {error.detail}" if error.detail else ""
         return f"on a run with NO faults, {fn}() raised {error.error_type}{detail}\n{error.where}"
-    if failure.kind == "hang":
-        return (f"{fn}() did not finish within {limit_s:g} s (an infinite loop? a blocking "
-                f"call?). The grader stopped it; that counts as a crash, and the check fails.")
-    if failure.kind == "calls":
-        return (f"{fn}() made more than {CALLS_MAX} calls in one run of the app without "
-                f"returning. Does your loop stop when poll() returns None?")
-    if failure.kind == "exit":
-        return (f"{fn}() ended its own process ({failure.detail}). The grader counts that as "
-                f"a crash, and the check fails: return or raise instead.")
-    if failure.kind == "flood":
-        return (f"{fn}() printed more than {OUTPUT_LIMIT_BYTES} characters in one run. The "
-                f"grader stopped it; that counts as a crash, and the check fails.")
-    if failure.kind == "killed":
-        return (f"{fn}()'s process was killed by {failure.detail} (more than "
-                f"{MEMORY_LIMIT_MB} MB of memory?). That counts as a crash; the check fails.")
-    return (f"{fn}() broke its connection to the simulated cluster ({failure.detail}); "
-            f"the check fails.")
+    return abort_headline(failure.kind, _abort_words(fn), failure.detail, limit_s)
+
+
+def _abort_words(fn: str) -> AbortWords:
+    """ps4's words for an abort: an app that restarts, so an abort is a crash."""
+    return AbortWords(f"{fn}()", calls=(f"{fn}() made more than {CALLS_MAX} calls in one run "
+                                        f"of the app without returning. Does your loop stop "
+                                        f"when poll() returns None?"))
 
 
 def _explain(run: Replay, limit_s: float) -> str:
-    """The failure message: what, which fault, why, what the code did, how to replay."""
-    chosen = CHECKS[run.check]
-    lines = [f"check_{run.check} failed ({chosen.guarantee}): {_headline(run, limit_s)}"]
+    """The failure message: what, which fault (the stall too), why, the calls, how to replay."""
     faults = list(run.plan.faults) + ([run.stall] if run.stall is not None else [])
-    if faults:
-        lines += ["", "The fault that caused it:" if len(faults) == 1 else
-                  "The faults that caused it (a minimal set):"]
-        lines += [f"  - {_plain(fault)}" for fault in faults]
-    why = _why(run)
-    if why:
-        lines += ["", *why]
-    if run.errors and run.failure.kind not in ("error",):
-        first = run.errors[0]
-        lines += ["", f"Your function also raised {first.error_type}: {first.detail}"]
-    if run.failure.kind != "hang":
-        lines += ["", "What your code did just before:", *_story(run)]
-    lines += ["", f"Minimal fault plan: {_plan_text(run.plan, run.stall)} (seed {run.seed})",
-              f"Replay it and draw the timeline: course_lib.replay(\"{_token(run)}\")"]
-    return "\n".join(lines)
-
+    return failure_message(
+        run.check, CHECKS[run.check].guarantee, _headline(run, limit_s),
+        faults=[_plain(fault) for fault in faults], why=_why(run), errors=run.errors,
+        kind=run.failure.kind, story=lambda: _story(run),
+        plan=_plan_text(run.plan, run.stall), seed=run.seed, token=_token(run))
