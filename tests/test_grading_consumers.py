@@ -7,7 +7,6 @@ the suite stays quick.
 
 from __future__ import annotations
 
-import re
 import sys
 
 import pytest
@@ -16,7 +15,6 @@ import course_lib.checker
 from course_lib import grading
 from course_lib.faults import CrashClient, DropMessages, FaultPlan, KillBroker, RestartBroker
 from course_lib.grading import (
-    CheckFailed,
     campaign,
     check_at_least_once,
     check_at_most_once,
@@ -24,22 +22,7 @@ from course_lib.grading import (
     replay,
 )
 from tests.helpers import answers
-
-REPLAY_CALL = re.compile(r'course_lib\.replay\("([A-Za-z0-9_-]+)"\)')
-
-
-def failure_of(check, answer, **options) -> CheckFailed:
-    """Run a check that must fail; return its exception."""
-    with pytest.raises(CheckFailed) as caught:
-        check(answer, **options)
-    return caught.value
-
-
-def token_of(failure: CheckFailed) -> str:
-    match = REPLAY_CALL.search(str(failure))
-    assert match, str(failure)
-    return match.group(1)
-
+from tests.helpers.grading import failure_of, token_of
 
 # ----- right answers ----------------------------------------------------------------------
 

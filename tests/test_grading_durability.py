@@ -11,7 +11,6 @@ a short time limit so the suite stays quick.
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -31,11 +30,12 @@ from course_lib.grading.durability import (
 )
 from course_lib.grading.sandbox import decode_token
 from tests.helpers import answers_ps5 as corpus
+from tests.helpers.grading import failure_of as must_fail
+from tests.helpers.grading import hand_in, points, scores, token_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "ps5_durability" / "ps5_durability.ipynb"
 EXERCISE = ROOT / "exercises" / "ps5_durability" / "ps5_durability.ipynb"
-REPLAY_CALL = re.compile(r'course_lib\.replay\("([A-Za-z0-9_-]+)"\)')
 CELLS = ("test_durability_visible", "test_durability_hidden", "test_availability_visible",
          "test_availability_hidden", "test_too_few_brokers_visible",
          "test_too_few_brokers_hidden")
@@ -43,15 +43,7 @@ CELLS = ("test_durability_visible", "test_durability_hidden", "test_availability
 
 def failure_of(check, source: str, **options) -> CheckFailed:
     """Run a check that must fail on an answer cell's source; return its exception."""
-    with pytest.raises(CheckFailed) as caught:
-        check(corpus.load(source), **options)
-    return caught.value
-
-
-def token_of(failure: CheckFailed) -> str:
-    match = REPLAY_CALL.search(str(failure))
-    assert match, str(failure)
-    return match.group(1)
+    return must_fail(check, corpus.load(source), **options)
 
 
 # ----- right answers ----------------------------------------------------------------------
@@ -287,25 +279,16 @@ EXPECTED = [
 
 def _submission(tmp_path: Path, source: str) -> Path:
     """The solution notebook with the answer cell replaced, as a student would hand it in."""
-    notebook = nbformat.read(SOLUTION, as_version=4)
-    for cell in notebook.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("solution") and cell.cell_type == "code":
-            cell.source = source.strip("\n")
-        elif meta.get("solution"):
-            cell.source = "Because acks=all is enough."
-    path = tmp_path / "ps5_durability.ipynb"
-    nbformat.write(notebook, path)
-    return path
+    return hand_in(SOLUTION, tmp_path / "ps5_durability.ipynb", {
+        "choose_config": source.strip("\n"), "explain_min_insync": "Because acks=all is enough."})
 
 
 @pytest.mark.parametrize(("name", "source", "expected"), EXPECTED,
                          ids=[name for name, _, _ in EXPECTED])
 def test_trusted_pass_scores_each_corpus_answer(tmp_path, name, source, expected):
     results = grade_submission(SOLUTION, _submission(tmp_path, source))
-    scores = {grade_id: score for grade_id, _points, score, _reason in results}
-    assert scores == expected, {r[0]: r[3] for r in results}
-    assert {grade_id: points for grade_id, points, _s, _r in results} == FULL
+    assert scores(results) == expected, {r[0]: r[3] for r in results}
+    assert points(results) == FULL
 
 
 def test_trusted_pass_gives_the_untouched_exercise_nothing():

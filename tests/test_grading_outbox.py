@@ -10,7 +10,6 @@ course_lib.autograde and assert each grade cell's score.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import nbformat
@@ -23,11 +22,12 @@ from course_lib.grading import outbox
 from course_lib.grading.outbox import check_handle_payment, check_place_order, check_relay_once
 from course_lib.grading.sandbox import CheckFailed, SourceFunction
 from tests.helpers import answers_ps3 as answers
+from tests.helpers.grading import REPLAY_CALL, hand_in, points, scores, token_of
+from tests.helpers.grading import failure_of as must_fail
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "ps3_outbox" / "ps3_outbox.ipynb"
 EXERCISE = ROOT / "exercises" / "ps3_outbox" / "ps3_outbox.ipynb"
-REPLAY_CALL = re.compile(r'course_lib\.replay\("([A-Za-z0-9_-]+)"\)')
 CHECK_OF = {"place_order": check_place_order, "relay_once": check_relay_once,
             "handle_payment": check_handle_payment}
 POINTS = {"test_place_order_visible": 2.0, "test_place_order_hidden": 2.0,
@@ -40,15 +40,7 @@ def fn(source: str, name: str) -> SourceFunction:
 
 
 def failure_of(name: str, source: str, **options) -> CheckFailed:
-    with pytest.raises(CheckFailed) as caught:
-        CHECK_OF[name](fn(source, name), **options)
-    return caught.value
-
-
-def token_of(failure: CheckFailed) -> str:
-    match = REPLAY_CALL.search(str(failure))
-    assert match, str(failure)
-    return match.group(1)
+    return must_fail(CHECK_OF[name], fn(source, name), **options)
 
 
 @pytest.fixture
@@ -222,23 +214,12 @@ def test_an_untouched_stub_fails_with_not_implemented_error():
 
 def submission(tmp_path: Path, sources: dict[str, str]) -> Path:
     """The solution notebook with each answer cell's source replaced (a student's hand-in)."""
-    notebook = nbformat.read(SOLUTION, 4)
-    for cell in notebook.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if cell.cell_type == "code" and grade_id in sources:
-            cell.source = sources[grade_id]
-    path = tmp_path / "submission.ipynb"
-    nbformat.write(notebook, path)
-    return path
-
-
-def scores(results) -> dict[str, float]:
-    return {grade_id: score for grade_id, _points, score, _reason in results}
+    return hand_in(SOLUTION, tmp_path / "submission.ipynb", sources)
 
 
 def test_the_solution_scores_full_marks_in_the_trusted_pass(tmp_path):
     results = grade_submission(SOLUTION, submission(tmp_path, answers.RIGHT))
-    assert {grade_id: points for grade_id, points, _, _ in results} == POINTS
+    assert points(results) == POINTS
     assert scores(results) == POINTS, results
 
 

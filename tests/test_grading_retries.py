@@ -9,7 +9,6 @@ hostile answers use a short time limit so the suite stays quick.
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -29,11 +28,13 @@ from course_lib.grading.retries import (
 )
 from course_lib.grading.sandbox import CheckFailed, decode_token
 from tests.helpers import answers_ps2 as corpus
+from tests.helpers.grading import failure_of as must_fail
+from tests.helpers.grading import hand_in, points, token_of
+from tests.helpers.grading import scores as graded
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "ps2_retries" / "ps2_retries.ipynb"
 EXERCISE = ROOT / "exercises" / "ps2_retries" / "ps2_retries.ipynb"
-REPLAY_CALL = re.compile(r'course_lib\.replay\("([A-Za-z0-9_-]+)"\)')
 
 SEND, SENDER, SEQUENCE = "send_with_retries", "IdempotentSender", "check_sequence"
 CHECK_OF = {SEND: check_send_with_retries, SENDER: check_idempotent_sender,
@@ -50,15 +51,7 @@ RIGHT = {SEND: corpus.RETRIES_RIGHT, SENDER: corpus.SENDER_RIGHT,
 
 def failure_of(name: str, source: str, **options) -> CheckFailed:
     """Run the check for answer ``name`` that must fail; return its exception."""
-    with pytest.raises(CheckFailed) as caught:
-        CHECK_OF[name](corpus.load(source, name), **options)
-    return caught.value
-
-
-def token_of(failure: CheckFailed) -> str:
-    match = REPLAY_CALL.search(str(failure))
-    assert match, str(failure)
-    return match.group(1)
+    return must_fail(CHECK_OF[name], corpus.load(source, name), **options)
 
 
 # ----- right answers ----------------------------------------------------------------------
@@ -248,24 +241,18 @@ def test_patching_the_grader_inside_the_answer_changes_nothing_here():
 
 def submission(tmp_path: Path, answers: dict[str, str]) -> Path:
     """The solution notebook with answer cells replaced (grade_id -> source), as handed in."""
-    notebook = nbformat.read(SOLUTION, 4)
-    for cell in notebook.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if cell.metadata.get("nbgrader", {}).get("solution") and grade_id in answers:
-            cell.source = answers[grade_id].strip()
-    path = tmp_path / "ps2_retries.ipynb"
-    nbformat.write(notebook, path)
-    return path
+    return hand_in(SOLUTION, tmp_path / "ps2_retries.ipynb",
+                   {grade_id: source.strip() for grade_id, source in answers.items()})
 
 
 def scores(tmp_path: Path, answers: dict[str, str]) -> dict[str, float]:
     """The trusted scores per test cell; a lost cell must have lost to a check's verdict."""
     results = grade_submission(SOLUTION, submission(tmp_path, answers))
-    assert {grade_id: points for grade_id, points, _s, _r in results} == POINTS
+    assert points(results) == POINTS
     for grade_id, _points, score, reason in results:
         assert reason == "passed" if score else reason.startswith("CheckFailed: check_"), (
             grade_id, reason)
-    return {grade_id: score for grade_id, _p, score, _r in results}
+    return graded(results)
 
 
 # Each submission replaces the answer cells named; every part is graded on its own, so one

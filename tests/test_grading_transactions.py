@@ -21,7 +21,7 @@ import course_lib.checker
 from course_lib import grading
 from course_lib.autograde import grade_submission
 from course_lib.faults import CrashClient, DropMessages, FaultPlan
-from course_lib.grading import CheckFailed, campaign, transactions
+from course_lib.grading import campaign, transactions
 from course_lib.grading.sandbox import decode_token
 from course_lib.grading.transactions import (
     Stall,
@@ -32,29 +32,16 @@ from course_lib.grading.transactions import (
     replay_data,
 )
 from tests.helpers import answers_ps4 as answers
+from tests.helpers.grading import failure_of, hand_in, token_of
 
 ROOT = Path(__file__).resolve().parents[1]
 PS4 = "ps4_exactly_once"
 SOLUTION = ROOT / "solutions" / PS4 / f"{PS4}.ipynb"
 EXERCISE = ROOT / "exercises" / PS4 / f"{PS4}.ipynb"
-REPLAY_CALL = re.compile(r'course_lib\.replay\("([A-Za-z0-9_-]+)"\)')
 CHECK_FUNCTIONS = {"no_duplicates": check_no_duplicates, "no_loss": check_no_loss,
                    "zombie_fenced": check_zombie_fenced, "isolation": check_isolation}
 POINTS = {"no_duplicates": (2, 2), "no_loss": (2, 2), "zombie_fenced": (1, 1),
           "isolation": (1, 1)}
-
-
-def failure_of(check, answer, **options) -> CheckFailed:
-    """Run a check that must fail; return its exception."""
-    with pytest.raises(CheckFailed) as caught:
-        check(answer, **options)
-    return caught.value
-
-
-def token_of(failure: CheckFailed) -> str:
-    match = REPLAY_CALL.search(str(failure))
-    assert match, str(failure)
-    return match.group(1)
 
 
 # ----- right answers ----------------------------------------------------------------------
@@ -279,16 +266,8 @@ def test_random_plans_are_seeded():
 def submission(tmp_path: Path, name: str | None, instructor: Path = SOLUTION) -> Path:
     """The solution notebook with its answer cells replaced by a corpus answer (or the stubs)."""
     isolation, function = answers.NOT_IMPLEMENTED if name is None else answers.CORPUS[name]
-    notebook = nbformat.read(instructor, 4)
-    for cell in notebook.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id == "consumer_isolation":
-            cell.source = isolation
-        elif grade_id == "process_transactionally":
-            cell.source = function
-    path = tmp_path / f"{name or 'untouched'}.ipynb"
-    nbformat.write(notebook, path)
-    return path
+    return hand_in(instructor, tmp_path / f"{name or 'untouched'}.ipynb",
+                   {"consumer_isolation": isolation, "process_transactionally": function})
 
 
 def quick_instructor(tmp_path: Path, time_limit_s: float) -> Path:
