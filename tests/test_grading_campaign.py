@@ -209,3 +209,26 @@ def test_every_check_names_its_guarantee():
             assert (check.name, bool(check.guarantee)) == (name, True)
     assert outbox.CHECKS["relay_once"].function == "relay_once"
     assert outbox.CHECKS["relay_once"].items == "rows"
+
+
+def test_counts_must_be_positive_ints():
+    campaign.require_count("messages", 1)
+    for wrong in (0, -2, True, 1.5, "3"):
+        with pytest.raises(ValueError, match="messages must be a positive int"):
+            campaign.require_count("messages", wrong)
+
+
+class Gate:
+    def call(self, target, method, args, kwargs):
+        raise AssertionError("this driver never calls the gate")
+
+
+def test_an_unisolated_runner_calls_the_code_here():
+    seen = []
+
+    def driver(fn, call):
+        seen.append(fn())
+
+    with campaign.app_runner(lambda: "here", driver, 1.0, isolated=False) as runner:
+        outcome = runner(Gate(), 0.0)
+    assert (outcome.kind, seen) == ("returned", ["here"])

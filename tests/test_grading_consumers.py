@@ -21,6 +21,7 @@ from course_lib.grading import (
     consumers,
     replay,
 )
+from course_lib.grading.sandbox import inline
 from tests.helpers import answers
 from tests.helpers.grading import failure_of, token_of
 
@@ -218,7 +219,7 @@ def test_shrinking_keeps_only_the_fault_that_matters():
     chosen = consumers.CHECKS["at_least_once"]
 
     def play(candidate):
-        return consumers._play(chosen, 0, 6, candidate, consumers.inline(
+        return consumers._play(chosen, 0, 6, candidate, inline(
             answers.commit_before_process, consumers._DRIVER), 10.0, "commit_before_process")
 
     failing = play(plan)
@@ -230,7 +231,7 @@ def test_shrinking_keeps_only_the_fault_that_matters():
 
 def test_random_plans_are_seeded():
     chosen = consumers.CHECKS["at_least_once"]
-    clean = consumers._play(chosen, 0, 6, FaultPlan(), consumers.inline(
+    clean = consumers._play(chosen, 0, 6, FaultPlan(), inline(
         answers.consume_at_least_once, consumers._DRIVER), 10.0, "f")
     first = consumers._plans(chosen, 0, clean, 5)
     assert first == consumers._plans(chosen, 0, clean, 5)

@@ -22,7 +22,7 @@ from course_lib import grading
 from course_lib.autograde import grade_submission
 from course_lib.faults import CrashClient, DropMessages, FaultPlan
 from course_lib.grading import campaign, transactions
-from course_lib.grading.sandbox import decode_token
+from course_lib.grading.sandbox import decode_token, inline
 from course_lib.grading.transactions import (
     Stall,
     check_isolation,
@@ -146,7 +146,7 @@ def test_the_failure_is_shrunk_to_the_fault_that_matters():
 
     def play(candidate, stall=None):
         return transactions._play(chosen, 0, 4, candidate, stall,
-                                  transactions.inline(fn, transactions._drive), 10.0, "f")
+                                  inline(fn, transactions._drive), 10.0, "f")
 
     failing = play(plan)
     assert failing.failure.kind == "duplicate"
@@ -252,7 +252,7 @@ def test_course_lib_replay_dispatches_to_this_module(monkeypatch):
 
 def test_random_plans_are_seeded():
     chosen = transactions.CHECKS["zombie_fenced"]
-    clean = transactions._play(chosen, 0, 4, FaultPlan(), None, transactions.inline(
+    clean = transactions._play(chosen, 0, 4, FaultPlan(), None, inline(
         answers.load("reference"), transactions._drive), 10.0, "f")
     first = transactions._plans(chosen, 0, clean, 5)
     assert first == transactions._plans(chosen, 0, clean, 5)

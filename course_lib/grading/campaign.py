@@ -12,12 +12,13 @@ and the way an abort enters the History are the same everywhere, here.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from course_lib.faults import FaultPlan
-from course_lib.grading.sandbox import CheckFailed
+from course_lib.grading.sandbox import CheckFailed, Limits, Outcome, Sandbox, inline
 
 __all__ = [
     "ABORT_POINTS",
@@ -25,11 +26,13 @@ __all__ = [
     "Check",
     "Played",
     "abort_point",
+    "app_runner",
     "first_failure",
     "hunt",
     "raise_failure",
     "record_crash",
     "require_callable",
+    "require_count",
     "shrink",
     "timeline_svg",
 ]
@@ -92,6 +95,27 @@ def require_callable(check: str, fn: object, what: str = "your function") -> Non
     """Refuse a non-callable at once: a campaign of runs that cannot start says nothing."""
     if not callable(fn):
         raise TypeError(f"check_{check} needs {what}, not {fn!r}")
+
+
+def require_count(what: str, value: object) -> None:
+    """Refuse a count that is not a positive int (a bool is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive int, not {value!r}")
+
+
+@contextmanager
+def app_runner(fn: Callable, driver: Callable, time_limit_s: float,
+               isolated: bool = True) -> Iterator[Callable[[Any, float], Outcome]]:
+    """Where the learner's code runs: a sandboxed child per app run, as in grading.
+
+    ``isolated=False`` (a replay, for exploring) calls it in this process
+    instead: no fork, no limits, and module state survives "restarts".
+    """
+    if not isolated:
+        yield inline(fn, driver)
+        return
+    with Sandbox(fn, Limits(time_limit_s), driver) as sandbox:
+        yield sandbox.run
 
 
 # ----- the hunt --------------------------------------------------------------------------------

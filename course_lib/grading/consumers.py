@@ -56,10 +56,12 @@ from course_lib.grading.campaign import (
     Check,
     Played,
     abort_point,
+    app_runner,
     hunt,
     raise_failure,
     record_crash,
     require_callable,
+    require_count,
     timeline_svg,
 )
 from course_lib.grading.explanation import (
@@ -78,13 +80,10 @@ from course_lib.grading.explanation import (
 )
 from course_lib.grading.sandbox import (
     ABORTS,
-    Limits,
     Outcome,
-    Sandbox,
     TooManyCalls,
     call_with_proxies,
     encode_token,
-    inline,
     notebook_function,
 )
 from course_lib.scenarios import message_values, seed_topic
@@ -206,13 +205,8 @@ def replay_data(data: dict, fn: Callable | None = None, *, isolated: bool = True
     chosen = CHECKS[data["c"]]
     plan = FaultPlan.from_json(json.dumps(data["p"]))
     fn = notebook_function(data["f"]) if fn is None else fn
-    if isolated:
-        with Sandbox(fn, Limits(time_limit_s), _DRIVER) as sandbox:
-            run = _play(chosen, data["s"], data["m"], plan, sandbox.run, time_limit_s,
-                        data["f"])
-    else:
-        run = _play(chosen, data["s"], data["m"], plan, inline(fn, _DRIVER), time_limit_s,
-                    data["f"])
+    with app_runner(fn, _DRIVER, time_limit_s, isolated) as runner:
+        run = _play(chosen, data["s"], data["m"], plan, runner, time_limit_s, data["f"])
     if run.failure is not None:
         run.message = _explain(run, time_limit_s)
     return run
@@ -224,13 +218,12 @@ def replay_data(data: dict, fn: Callable | None = None, *, isolated: bool = True
 def _campaign(chosen: _Check, fn: Callable, seed: int, random_plans: int, messages: int,
               time_limit_s: float) -> Campaign:
     require_callable(chosen.name, fn)
-    if isinstance(messages, bool) or not isinstance(messages, int) or messages < 1:
-        raise ValueError(f"messages must be a positive int, not {messages!r}")
+    require_count("messages", messages)
     name = getattr(fn, "__name__", "your_function")
-    with Sandbox(fn, Limits(time_limit_s), _DRIVER) as sandbox:
+    with app_runner(fn, _DRIVER, time_limit_s) as runner:
 
         def play(plan: FaultPlan) -> Replay:
-            return _play(chosen, seed, messages, plan, sandbox.run, time_limit_s, name)
+            return _play(chosen, seed, messages, plan, runner, time_limit_s, name)
 
         failing, runs = hunt(play, lambda clean: [
             (plan,) for plan in _plans(chosen, seed, clean, random_plans)])

@@ -55,6 +55,7 @@ from course_lib.faults import DelayMessages, FaultPlan, Isolate, KillBroker, Res
 from course_lib.grading.campaign import (
     Check,
     Played,
+    app_runner,
     raise_failure,
     require_callable,
     shrink,
@@ -73,13 +74,10 @@ from course_lib.grading.explanation import (
 from course_lib.grading.sandbox import (
     ABORTS,
     CheckFailed,
-    Limits,
     Outcome,
-    Sandbox,
     TooManyCalls,
     answer_each_case,
     encode_token,
-    inline,
     notebook_function,
 )
 
@@ -316,11 +314,8 @@ def _ask(fn: Callable, cases: list[tuple], time_limit_s: float,
          isolated: bool = True) -> list[_Answer]:
     """Call ``fn`` on every case in one run of a sandboxed child; the answers, in order."""
     harness = _Harness(cases)
-    if isolated:
-        with Sandbox(fn, Limits(time_limit_s), _DRIVER) as sandbox:
-            outcome = sandbox.run(harness, _deadline(time_limit_s))
-    else:
-        outcome = inline(fn, _DRIVER)(harness, 0.0)
+    with app_runner(fn, _DRIVER, time_limit_s, isolated) as runner:
+        outcome = runner(harness, _deadline(time_limit_s))
     if outcome.kind in ABORTS or outcome.kind == "raised" or len(harness.answers) < len(cases):
         raise _Aborted(outcome, getattr(fn, "__name__", "choose_config"), time_limit_s)
     return harness.answers

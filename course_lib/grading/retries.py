@@ -57,6 +57,7 @@ from course_lib.faults import DropMessages, FaultPlan, KillBroker, RestartBroker
 from course_lib.grading.campaign import (
     Check,
     Played,
+    app_runner,
     first_failure,
     raise_failure,
     require_callable,
@@ -72,15 +73,12 @@ from course_lib.grading.explanation import (
 )
 from course_lib.grading.sandbox import (
     ABORTS,
-    Limits,
     Outcome,
     Proxy,
-    Sandbox,
     TooManyCalls,
     describe,
     encode,
     encode_token,
-    inline,
     notebook_function,
 )
 
@@ -215,13 +213,8 @@ def replay_data(data: dict, fn: Callable | None = None, *, isolated: bool = True
     chosen = CHECKS[data["c"]]
     plan = FaultPlan.from_json(json.dumps(data["p"]))
     fn = notebook_function(data["f"]) if fn is None else fn
-    driver = _DRIVERS[chosen.name]
-    if isolated:
-        with Sandbox(fn, Limits(time_limit_s), driver) as sandbox:
-            run = _play(chosen, data["s"], plan, data["i"], sandbox.run, time_limit_s, data["f"])
-    else:
-        run = _play(chosen, data["s"], plan, data["i"], inline(fn, driver), time_limit_s,
-                    data["f"])
+    with app_runner(fn, _DRIVERS[chosen.name], time_limit_s, isolated) as runner:
+        run = _play(chosen, data["s"], plan, data["i"], runner, time_limit_s, data["f"])
     if run.failure is not None:
         run.message = _explain(run, time_limit_s)
     return run
@@ -234,10 +227,10 @@ def _campaign(chosen: Check, fn: Callable, seed: int, scenarios: list,
               time_limit_s: float) -> Passed:
     require_callable(chosen.name, fn, "your function or class")
     name = getattr(fn, "__name__", "your_function")
-    with Sandbox(fn, Limits(time_limit_s), _DRIVERS[chosen.name]) as sandbox:
+    with app_runner(fn, _DRIVERS[chosen.name], time_limit_s) as runner:
 
         def play(plan: FaultPlan, inputs: dict) -> Run:
-            return _play(chosen, seed, plan, inputs, sandbox.run, time_limit_s, name)
+            return _play(chosen, seed, plan, inputs, runner, time_limit_s, name)
 
         # No clean run of its own: the first scenario is the clean plan.
         failing, _runs = first_failure(play, scenarios)

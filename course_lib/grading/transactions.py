@@ -66,10 +66,12 @@ from course_lib.grading.campaign import (
     Check,
     Played,
     abort_point,
+    app_runner,
     hunt,
     raise_failure,
     record_crash,
     require_callable,
+    require_count,
     timeline_svg,
 )
 from course_lib.grading.consumers import _arg
@@ -89,13 +91,10 @@ from course_lib.grading.explanation import (
 )
 from course_lib.grading.sandbox import (
     ABORTS,
-    Limits,
     Outcome,
     Proxy,
-    Sandbox,
     TooManyCalls,
     encode_token,
-    inline,
     notebook_function,
 )
 from course_lib.scenarios import message_values
@@ -275,13 +274,8 @@ def replay_data(data: dict, fn: Callable | None = None, *, isolated: bool = True
     plan = FaultPlan.from_json(json.dumps(data["p"]))
     stall = Stall(*data["z"]) if data.get("z") else None
     fn = notebook_function(data["f"]) if fn is None else fn
-    if isolated:
-        with Sandbox(fn, Limits(time_limit_s), _drive) as sandbox:
-            run = _play(chosen, data["s"], data["m"], plan, stall, sandbox.run, time_limit_s,
-                        data["f"])
-    else:
-        run = _play(chosen, data["s"], data["m"], plan, stall, inline(fn, _drive),
-                    time_limit_s, data["f"])
+    with app_runner(fn, _drive, time_limit_s, isolated) as runner:
+        run = _play(chosen, data["s"], data["m"], plan, stall, runner, time_limit_s, data["f"])
     if run.failure is not None:
         run.message = _explain(run, time_limit_s)
     return run
@@ -293,13 +287,12 @@ def replay_data(data: dict, fn: Callable | None = None, *, isolated: bool = True
 def _campaign(chosen: Check, fn: Callable, seed: int, random_plans: int, messages: int,
               time_limit_s: float) -> Campaign:
     require_callable(chosen.name, fn)
-    if isinstance(messages, bool) or not isinstance(messages, int) or messages < 1:
-        raise ValueError(f"messages must be a positive int, not {messages!r}")
+    require_count("messages", messages)
     name = getattr(fn, "__name__", "process_transactionally")
-    with Sandbox(fn, Limits(time_limit_s), _drive) as sandbox:
+    with app_runner(fn, _drive, time_limit_s) as runner:
 
         def play(plan: FaultPlan, stall: Stall | None = None) -> Replay:
-            return _play(chosen, seed, messages, plan, stall, sandbox.run, time_limit_s, name)
+            return _play(chosen, seed, messages, plan, stall, runner, time_limit_s, name)
 
         failing, runs = hunt(play, lambda clean: _plans(chosen, seed, clean, random_plans))
     if failing is None:
