@@ -232,3 +232,55 @@ def test_an_unisolated_runner_calls_the_code_here():
     with campaign.app_runner(lambda: "here", driver, 1.0, isolated=False) as runner:
         outcome = runner(Gate(), 0.0)
     assert (outcome.kind, seen) == ("returned", ["here"])
+
+
+# ----- reading the verdict off the History -----------------------------------------------------
+
+
+@dataclass
+class Event:
+    kind: str
+    data: dict = field(default_factory=dict)
+
+
+class Events:
+    def __init__(self, *events: Event) -> None:
+        self.events = list(events)
+
+    def of_kind(self, kind: str) -> list:
+        return [event for event in self.events if event.kind == kind]
+
+
+def commit(offset: int, group: str = "app", topic: str = "events") -> Event:
+    return Event("commit", {"group": group, "topic": topic, "offset": offset})
+
+
+def test_the_committed_offset_is_the_last_one_stored_for_the_group_and_topic():
+    history = Events(commit(1), commit(9, group="other"), commit(3), commit(7, topic="out"))
+    assert campaign.committed_offset(history, "app", "events") == 3
+    assert campaign.committed_offset(history, "app", "events", upto=1) == 1
+    assert campaign.committed_offset(history, "app", "events", upto=0) is None
+
+
+def test_the_log_end_is_one_past_the_last_acknowledged_offset():
+    history = Events(Event("ack", {"topic": "in", "offset": 4}),
+                     Event("ack", {"topic": "out", "offset": 9}),
+                     Event("ack", {"topic": "in", "offset": -1}))
+    assert campaign.log_end(history, "in") == 5
+    assert campaign.log_end(history) == 10
+    assert campaign.log_end(Events()) == 0
+
+
+def test_progress_is_owed_only_if_the_last_message_was_read_after_the_last_fault():
+    read_last = Event("poll", {"offset": 5})
+    assert campaign.progress_due([Event("crash"), read_last], 6)
+    assert not campaign.progress_due([read_last, Event("fault")], 6)
+    assert not campaign.progress_due([Event("poll", {"offset": 4})], 6)
+
+
+def test_the_first_restart_is_the_first_after_the_first_fault():
+    events = [Event("note"), Event("poll"), Event("crash"), Event("note", {"text": "stalls"}),
+              Event("note", {"text": "starts again"})]
+    assert campaign.first_restart(events, 0) == 3
+    assert campaign.first_restart(events, 0, lambda e: "again" in e.data.get("text", "")) == 4
+    assert campaign.first_restart(events[:2], 0) is None

@@ -178,3 +178,15 @@ def test_a_whole_message_and_its_story_only_when_not_a_hang():
     hang = explanation.failure_message("x", "g", "stuck.", kind="hang", **options)
     assert "What your code did" not in hang
     assert told == [True]
+
+
+class Event:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
+def test_a_call_the_process_died_in_is_listed_before_its_crash():
+    events = [Event("poll"), Event("crash"), Event("leave_group")]
+    assert explanation.logged_at(events) == 3
+    assert explanation.logged_at(events, died_in_it=True) == 1
+    assert explanation.logged_at(events[:1], died_in_it=True) == 1  # no crash: at the end

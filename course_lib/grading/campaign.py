@@ -27,8 +27,12 @@ __all__ = [
     "Played",
     "abort_point",
     "app_runner",
+    "committed_offset",
+    "first_restart",
     "first_failure",
     "hunt",
+    "log_end",
+    "progress_due",
     "raise_failure",
     "record_crash",
     "require_callable",
@@ -189,6 +193,59 @@ def raise_failure(failing: Any, message: str, token: str, not_implemented: bool)
     if not_implemented:
         raise NotImplementedError(message)
     raise CheckFailed(message, failing, token)
+
+
+# ----- reading the verdict off the History ----------------------------------------------------
+
+
+def committed_offset(history: Any, group: str, topic: str, upto: int | None = None) -> int | None:
+    """The group's committed offset for ``topic``, from the History, up to event ``upto``.
+
+    What the coordinator stored, not what the learner's code believed it
+    committed: a commit lost on the way never counts (DESIGN §6).
+    """
+    events = history.events if upto is None else history.events[:upto]
+    offset = None
+    for event in events:
+        if (event.kind == "commit" and event.data.get("group") == group
+                and event.data.get("topic") == topic):
+            offset = event.data["offset"]
+    return offset
+
+
+def log_end(history: Any, topic: str | None = None) -> int:
+    """One past the highest acknowledged offset (of ``topic``): where a caught-up reader stops."""
+    offsets = [e.data["offset"] for e in history.of_kind("ack")
+               if (topic is None or e.data.get("topic") == topic)
+               and e.data.get("offset", -1) >= 0]
+    return max(offsets, default=-1) + 1
+
+
+def progress_due(events: list, end: int) -> bool:
+    """DESIGN §6: progress is owed when the final message was read after the last fault.
+
+    ``events`` are the run's, from the plan's installation on: a consumer cut
+    off by a fault near the end cannot be blamed for not committing.
+    """
+    last_fault = max((i for i, e in enumerate(events) if e.kind in ("crash", "fault")),
+                     default=-1)
+    return any(e.kind == "poll" and e.data.get("offset") == end - 1
+               for e in events[last_fault + 1:])
+
+
+def first_restart(events: list, installed_at: int,
+                  restarted: Callable[[Any], bool] = lambda event: event.kind == "note",
+                  ) -> int | None:
+    """The History index at which the app first started again after the first fault, if any.
+
+    The committed offset there is what the restarted app resumed from: the
+    usual explanation of a loss or a duplicate.
+    """
+    fault = next((i for i in range(installed_at, len(events))
+                  if events[i].kind in ("crash", "fault")), None)
+    if fault is None:
+        return None
+    return next((i for i in range(fault, len(events)) if restarted(events[i])), None)
 
 
 # ----- runs the sandbox stopped ----------------------------------------------------------------

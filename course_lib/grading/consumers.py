@@ -57,7 +57,11 @@ from course_lib.grading.campaign import (
     Played,
     abort_point,
     app_runner,
+    committed_offset,
+    first_restart,
     hunt,
+    log_end,
+    progress_due,
     raise_failure,
     record_crash,
     require_callable,
@@ -73,6 +77,7 @@ from course_lib.grading.explanation import (
     drop_numbers,
     failure_message,
     grader_crash,
+    logged_at,
     merge,
     ordinal,
     value_text,
@@ -284,7 +289,7 @@ def _play(chosen: _Check, seed: int, messages: int, plan: FaultPlan,
     cluster.create_topic(TOPIC)
     seed_topic(cluster, message_values(messages))
     history = cluster.history
-    end = _log_end(history)
+    end = log_end(history)
     start_ms, installed_at = cluster.world.now_ms, len(history)
     cluster.install_faults(plan)
     deadline = time.monotonic() + time_limit_s
@@ -334,27 +339,10 @@ def _calls_max(messages: int) -> int:
     return max(CALLS_MAX, 10 * messages)
 
 
-def _log_end(history) -> int:
-    """The log end after seeding: one past the highest acknowledged offset."""
-    offsets = [e.data["offset"] for e in history.of_kind("ack") if e.data.get("offset", -1) >= 0]
-    return max(offsets, default=-1) + 1
-
-
-def _committed(history, upto: int | None = None) -> int | None:
-    """The group's committed offset (for TOPIC-0), from the History, up to event ``upto``."""
-    events = history.events if upto is None else history.events[:upto]
-    offset = None
-    for event in events:
-        if (event.kind == "commit" and event.data.get("group") == GROUP
-                and event.data.get("topic") == TOPIC):
-            offset = event.data["offset"]
-    return offset
-
-
 def _caught_up(history, consumer_name: str, end: int) -> bool:
     """Did this app run read to the end, or is everything already committed?"""
     polled = [e.data["offset"] for e in history.of_kind("poll") if e.actor == consumer_name]
-    committed = _committed(history)
+    committed = committed_offset(history, GROUP, TOPIC)
     return max(polled, default=-1) + 1 >= end or (committed is not None and committed >= end)
 
 
@@ -377,19 +365,11 @@ def _judge(chosen: _Check, run: Replay, stop: Outcome | None, end: int) -> _Fail
     if chosen.name == "at_least_once":
         if report.lost:
             return _Failure("lost", report.lost[0], offsets.get(report.lost[0]))
-        committed = _committed(history)
-        if chosen.progress and _progress_due(run, end) and committed != end:
+        committed = committed_offset(history, GROUP, TOPIC)
+        due = progress_due(history.events[run.installed_at:], end)
+        if chosen.progress and due and committed != end:
             return _Failure("progress", detail=f"{committed}/{end}")
     return None
-
-
-def _progress_due(run: Replay, end: int) -> bool:
-    """DESIGN §6: progress is owed when the final message was read after the last fault."""
-    events = run.history.events[run.installed_at:]
-    last_fault = max((i for i, e in enumerate(events) if e.kind in ("crash", "fault")),
-                     default=-1)
-    return any(e.kind == "poll" and e.data.get("offset") == end - 1
-               for e in events[last_fault + 1:])
 
 
 def _offsets(history) -> dict:
@@ -447,10 +427,7 @@ class _Gate:
 
     def _note(self, text: str, before_last: bool = False) -> None:
         events = self.history.events
-        index = len(events)
-        if before_last:  # the crash event, followed by what dying caused (leaving the group)
-            index = next((i for i in range(len(events) - 1, -1, -1)
-                          if events[i].kind == "crash"), index)
+        index = logged_at(events, before_last)
         when = events[index - 1].time_ms if index else 0
         self.log.append((index, when, f"{self.actor}: {text}"))
 
@@ -588,13 +565,8 @@ def _story(run: Replay, before: int = 7, after: int = 4) -> list[str]:
 
 def _restart_commit(run: Replay) -> int | None:
     """The committed offset when the app first started again after a fault."""
-    events = run.history.events
-    fault = next((i for i in range(run.installed_at, len(events))
-                  if events[i].kind in ("crash", "fault")), None)
-    if fault is None:
-        return None
-    restart = next((i for i in range(fault, len(events)) if events[i].kind == "note"), None)
-    return _committed(run.history, restart) if restart is not None else None
+    restart = first_restart(run.history.events, run.installed_at)
+    return committed_offset(run.history, GROUP, TOPIC, restart) if restart is not None else None
 
 
 def _why(run: Replay) -> list[str]:

@@ -36,6 +36,7 @@ __all__ = [
     "drop_numbers",
     "failure_message",
     "grader_crash",
+    "logged_at",
     "merge",
     "ordinal",
     "replay_lines",
@@ -180,6 +181,19 @@ def grader_crash(data: dict, plain: Callable[[CrashClient], str], prefix: str) -
         return f"CRASH: {data.get('point')}"
     fault = CrashClient(str(data.get("point")), str(data.get("phase")), int(data.get("nth")))
     return "CRASH: " + plain(fault).removeprefix(prefix)
+
+
+def logged_at(events: Sequence, died_in_it: bool = False) -> int:
+    """The History position a call the learner's code made is listed at, in the timeline.
+
+    After the events it caused; a call the process died in goes just before
+    its crash event, so that what dying caused (leaving the group) follows it.
+    """
+    index = len(events)
+    if died_in_it:
+        index = next((i for i in range(len(events) - 1, -1, -1) if events[i].kind == "crash"),
+                     index)
+    return index
 
 
 def merge(entries: Sequence[tuple], calls: Sequence[tuple]) -> list[tuple]:

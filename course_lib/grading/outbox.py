@@ -71,6 +71,7 @@ from course_lib.grading.campaign import (
     Check,
     Played,
     abort_point,
+    committed_offset,
     hunt,
     raise_failure,
     record_crash,
@@ -85,6 +86,7 @@ from course_lib.grading.explanation import (
     drop_numbers,
     failure_message,
     grader_crash,
+    logged_at,
     merge,
     ordinal,
     window,
@@ -449,15 +451,7 @@ def _done(chosen: _Check, stage: _Stage, history) -> bool:
         return stage.cursor >= len(stage.orders)
     if chosen.name == "relay_once":
         return not _unsent(stage.path)
-    return (_committed(history) or 0) >= stage.end
-
-
-def _committed(history) -> int | None:
-    offset = None
-    for event in history.of_kind("commit"):
-        if event.data.get("group") == GROUP and event.data.get("topic") == PAYMENTS_TOPIC:
-            offset = event.data["offset"]
-    return offset
+    return (committed_offset(history, GROUP, PAYMENTS_TOPIC) or 0) >= stage.end
 
 
 def _read(path: Path, sql: str) -> list:
@@ -601,7 +595,7 @@ def _judge_payments(run: Replay, stage: _Stage) -> _Failure | None:
     for event in stage.payments:
         if counts.get(event[0], 0) > 1:
             return _Failure("duplicate", event[0], str(counts[event[0]]))
-    committed = _committed(run.history) or 0
+    committed = committed_offset(run.history, GROUP, PAYMENTS_TOPIC) or 0
     for offset, event in enumerate(stage.payments):
         if counts.get(event[0], 0) == 0 and committed > offset:
             return _Failure("lost", event[0])
@@ -666,11 +660,7 @@ class _Gate:
         return getattr(self, f"_{target}_{method}")(*args, **kwargs)
 
     def _note(self, text: str, before_crash: bool = False) -> None:
-        events = self.history.events
-        index = len(events)
-        if before_crash:
-            index = next((i for i in range(len(events) - 1, -1, -1)
-                          if events[i].kind == "crash"), index)
+        index = logged_at(self.history.events, before_crash)
         self.log.append((index, self.app.cluster.world.now_ms, f"{self.app.name}: {text}"))
 
     def _guarded(self, point: str, text: str, action: Callable, describe: Callable) -> object:

@@ -67,7 +67,11 @@ from course_lib.grading.campaign import (
     Played,
     abort_point,
     app_runner,
+    committed_offset,
+    first_restart,
     hunt,
+    log_end,
+    progress_due,
     raise_failure,
     record_crash,
     require_callable,
@@ -84,6 +88,7 @@ from course_lib.grading.explanation import (
     drop_numbers,
     failure_message,
     grader_crash,
+    logged_at,
     merge,
     ordinal,
     value_text,
@@ -396,7 +401,7 @@ class _Play:
                  runner: Callable[[_Gate, float], Outcome], time_limit_s: float) -> None:
         self.cluster = _stage(seed, messages)
         self.history = self.cluster.history
-        self.end = _log_end(self.history)
+        self.end = log_end(self.history, TOPIC_IN)
         self.installed_at = len(self.history)
         self.cluster.install_faults(plan)
         self.plan, self.stall, self.runner = plan, stall, runner
@@ -489,27 +494,9 @@ def _play(chosen: Check, seed: int, messages: int, plan: FaultPlan, stall: Stall
     return run
 
 
-def _log_end(history) -> int:
-    """The input's log end after staging: one past the last record (a plain one)."""
-    offsets = [e.data["offset"] for e in history.of_kind("ack")
-               if e.data.get("topic") == TOPIC_IN and e.data.get("offset", -1) >= 0]
-    return max(offsets, default=-1) + 1
-
-
-def _committed(history, upto: int | None = None) -> int | None:
-    """The group's committed offset for the input, from the History, up to event ``upto``."""
-    events = history.events if upto is None else history.events[:upto]
-    offset = None
-    for event in events:
-        if (event.kind == "commit" and event.data.get("group") == GROUP
-                and event.data.get("topic") == TOPIC_IN):
-            offset = event.data["offset"]
-    return offset
-
-
 def _caught_up(history, end: int) -> bool:
     """Is everything committed, or did the last app run read to the end?"""
-    committed = _committed(history)
+    committed = committed_offset(history, GROUP, TOPIC_IN)
     if committed is not None and committed >= end:
         return True
     last_start = max((i for i, e in enumerate(history.events) if e.kind == "note"
@@ -573,8 +560,8 @@ def _judge(chosen: Check, run: Replay, stop: Outcome | None, end: int,
     if chosen.name == "no_loss":
         if lost:
             return _Failure("lost", lost[0], offsets[lost[0]])
-        committed = _committed(history)
-        if _progress_due(run, end) and committed != end:
+        committed = committed_offset(history, GROUP, TOPIC_IN)
+        if progress_due(run.history.events[run.installed_at:], end) and committed != end:
             return _Failure("progress", detail=f"{committed}/{end}")
     if chosen.name == "isolation":
         read = sorted((v for v in output if v in aborted), key=lambda v: _aborted_offset(
@@ -587,15 +574,6 @@ def _judge(chosen: Check, run: Replay, stop: Outcome | None, end: int,
 def _aborted_offset(history, value: bytes) -> int:
     return next((e.data["offset"] for e in history.of_kind("ack")
                  if e.data.get("topic") == TOPIC_IN and e.data["value"] == value), -1)
-
-
-def _progress_due(run: Replay, end: int) -> bool:
-    """DESIGN §6: progress is owed when the final message was read after the last fault."""
-    events = run.history.events[run.installed_at:]
-    last_fault = max((i for i, e in enumerate(events) if e.kind in ("crash", "fault")),
-                     default=-1)
-    return any(e.kind == "poll" and e.data.get("offset") == end - 1
-               for e in events[last_fault + 1:])
 
 
 # ----- the driver (in the child) and the gate (here) ---------------------------------------------
@@ -680,10 +658,7 @@ class _Gate:
 
     def _note(self, text: str, before_last: bool = False) -> None:
         events = self.history.events
-        index = len(events)
-        if before_last:
-            index = next((i for i in range(len(events) - 1, -1, -1)
-                          if events[i].kind == "crash"), index)
+        index = logged_at(events, before_last)
         when = events[index - 1].time_ms if index else 0
         self.log.append((index, when, f"{self.app.name}: {text}"))
 
@@ -896,14 +871,13 @@ def _story(run: Replay, before: int = 8, after: int = 5) -> list[str]:
 
 def _restart_commit(run: Replay) -> int | None:
     """The committed offset when the app first started again after a fault."""
-    events = run.history.events
-    fault = next((i for i in range(run.installed_at, len(events))
-                  if events[i].kind in ("crash", "fault")), None)
-    if fault is None:
-        return None
-    restart = next((i for i in range(fault, len(events)) if events[i].kind == "note"
-                    and "starts again" in str(events[i].data.get("text"))), None)
-    return _committed(run.history, restart) if restart is not None else None
+    restart = first_restart(run.history.events, run.installed_at, _started_again)
+    return committed_offset(run.history, GROUP, TOPIC_IN, restart) if restart is not None else None
+
+
+def _started_again(event) -> bool:
+    """A restart note (not a stall's): the app starting again as a fresh process."""
+    return event.kind == "note" and "starts again" in str(event.data.get("text"))
 
 
 def _aborted_in_plan(run: Replay) -> bool:
