@@ -4,6 +4,11 @@ One module per assignment's checks, on one sandbox:
 
 - :mod:`~course_lib.grading.sandbox`: the forked, limited child the learner's
   code runs in, the JSON wire to the grader (DESIGN §6), and replay tokens;
+- :mod:`~course_lib.grading.campaign`: what every check does the same way:
+  the hunt for a failing fault plan, shrinking it, the verdict, and aborts
+  recorded as crashes;
+- :mod:`~course_lib.grading.explanation`: the plain words every check shares:
+  faults, aborts, the timeline excerpt and the failure message's frame;
 - :mod:`~course_lib.grading.consumers` (ps1): ``check_at_most_once``,
   ``check_at_least_once``;
 - :mod:`~course_lib.grading.retries` (ps2): ``check_send_with_retries``,

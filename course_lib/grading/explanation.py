@@ -26,6 +26,7 @@ from course_lib.faults import (
 from course_lib.grading.sandbox import MEMORY_LIMIT_MB, OUTPUT_LIMIT_BYTES
 
 __all__ = [
+    "CRASHED",
     "AbortWords",
     "abort_headline",
     "also_raised",
@@ -45,7 +46,8 @@ __all__ = [
     "window",
 ]
 
-# What a crash of the learner's process is called in a timeline line, after "CRASH: ".
+# The start of a crash sentence that a timeline line drops after "CRASH: ", where the
+# process named at the line's start says whose it was.
 CRASHED = "your process crashed "
 
 
