@@ -1,6 +1,7 @@
 # Delivery Semantics Lab: newcomer commands.
 #   make lab    create .venv if needed, install, open JupyterLab on the course (notebooks/)
-#   make test   create .venv if needed, install, lint, run the whole test suite
+#   make test   create .venv if needed, install, lint, run the whole test suite (one test
+#               file per worker, as many workers as cores: pytest-xdist)
 #   make bench  create .venv if needed, install, run the benchmarks (table + JSON file)
 #   make lint   ruff over course_lib, tests and benchmarks
 #   make clean  remove .venv and caches
@@ -44,7 +45,7 @@ lint: setup
 	$(VENV)/bin/ruff check course_lib tests benchmarks
 
 test: lint browser
-	$(VENV_PATH) $(PY) -m pytest -q -rs --durations=10
+	$(VENV_PATH) $(PY) -m pytest -q -rs --durations=10 -n auto --dist loadfile
 
 # tests/test_browser.py drives Debian's /usr/bin/chromium (never a downloaded browser).
 # As root a missing chromium is installed (a failed install stops `make test`); as another

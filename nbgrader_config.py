@@ -9,7 +9,7 @@ to this file (gitignored, like submitted/, autograded/ and feedback/).
 
 import os
 
-from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import ClearHiddenTests, GetGrades
 
 c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
@@ -29,7 +29,11 @@ c.OverwriteCells.add_missing_cells = True
 # Feedback must not show the hidden tests: nbgrader 0.9.6's default list is
 # [GetGrades, CSSHTMLHeaderPreprocessor]; ClearHiddenTests strips the
 # ### BEGIN/END HIDDEN TESTS regions from the autograded notebook before rendering.
-c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
+# CoalesceStreamsPreprocessor merges a cell's consecutive printed outputs, so the page does not
+# depend on when the kernel happened to flush (grading twice must give the same feedback).
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CoalesceStreamsPreprocessor,
+                                    CSSHTMLHeaderPreprocessor]
+c.CoalesceStreamsPreprocessor.enabled = True
 
 # Per-cell limit while autograding (seconds). Each graded check also limits every run of
 # the learner's function itself (course_lib.grading), so this is the backstop.
