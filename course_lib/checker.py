@@ -104,7 +104,7 @@ def check(history, delivered_by: str = "process") -> Report:
         if event.kind == "send" and value not in sent_order:
             sent_order[value] = len(sent_order)
             sender[value] = event.actor
-    aborted = _aborted_values(history)
+    aborted = aborted_values(history)
     for value in aborted:
         sent_order.pop(value, None)
     acked = {e.data["value"] for e in history if e.kind == "ack"} - aborted
@@ -139,7 +139,7 @@ def check(history, delivered_by: str = "process") -> Report:
     return report
 
 
-def _aborted_values(history) -> set:
+def aborted_values(history) -> set:
     """Values whose every send was inside a transaction that did not commit."""
     outcome = {e.data["txn"]: e.data["outcome"] for e in history if e.kind == "txn_end"}
     transactional, committed = set(), set()

@@ -18,6 +18,7 @@ from course_lib.faults import (
 from course_lib.grading import explanation
 from course_lib.grading.explanation import AbortWords, abort_headline, describe_fault, ordinal
 from course_lib.grading.sandbox import ABORTS, MEMORY_LIMIT_MB, OUTPUT_LIMIT_BYTES
+from course_lib.history import Event as HistoryEvent
 
 
 @pytest.mark.parametrize(("n", "word"), [
@@ -190,3 +191,23 @@ def test_a_call_the_process_died_in_is_listed_before_its_crash():
     assert explanation.logged_at(events) == 3
     assert explanation.logged_at(events, died_in_it=True) == 1
     assert explanation.logged_at(events[:1], died_in_it=True) == 1  # no crash: at the end
+
+
+def test_call_arguments_read_short():
+    from course_lib import Message, TopicPartition
+
+    message = Message(topic="events", partition=0, offset=3, key=None, value=b"m-003",
+                      timestamp=(1, 0))
+    assert explanation.arg_text(message) == "m-003 (offset 3)"
+    assert explanation.arg_text(TopicPartition("events", 0, 4)) == (
+        "TopicPartition('events', 0, 4)")
+    assert explanation.arg_text(list(range(6))) == "[0, 1, 2, 3, …]"
+    assert explanation.arg_text("x" * 50) == repr("x" * 50)[:39] + "…"
+    assert explanation.message_identity(message) == ("events", 0, 3, b"m-003")
+
+
+def test_a_call_entry_is_stamped_with_the_event_it_follows():
+    events = [HistoryEvent(100, "crash", "app", {}), HistoryEvent(250, "poll", "consumer", {})]
+    assert explanation.call_entry(events, "app-1", "poll() -> None") == (
+        2, 250, "app-1: poll() -> None")
+    assert explanation.call_entry(events, "app-1", "commit()", died_in_it=True)[:2] == (0, 0)

@@ -122,7 +122,6 @@ def test_a_child_that_hangs_is_stopped_at_the_deadline():
 def test_a_failing_answer_cell_costs_only_what_it_should_have_defined():
     cells = ["def first(n):\n    return n + 1\n", "import sys\nsys.exit('bye')\n",
              "def third(n):\n    return n + 3\n"]
-    gate = Recorder([[[1], {}]])
     for name, expected in (("first", ("answer", 2)), ("third", ("answer", 4))):
         gate = Recorder([[[1], {}]])
         with Sandbox(SourceFunction(cells, name), Limits(5.0),

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Message
 
 from course_lib.checker import Report, check
 from course_lib.cluster import Cluster
@@ -72,13 +72,15 @@ from course_lib.grading.explanation import (
     CRASHED,
     AbortWords,
     abort_headline,
+    arg_text,
     at,
+    call_entry,
     describe_fault,
     drop_numbers,
     failure_message,
     grader_crash,
-    logged_at,
     merge,
+    message_identity,
     ordinal,
     value_text,
     window,
@@ -426,10 +428,7 @@ class _Gate:
         return result
 
     def _note(self, text: str, before_last: bool = False) -> None:
-        events = self.history.events
-        index = logged_at(events, before_last)
-        when = events[index - 1].time_ms if index else 0
-        self.log.append((index, when, f"{self.actor}: {text}"))
+        self.log.append(call_entry(self.history.events, self.actor, text, before_last))
 
     def _perform(self, target: str, method: str, args: tuple, kwargs: dict) -> object:
         self.calls += 1
@@ -439,7 +438,7 @@ class _Gate:
             if len(args) != 1 or kwargs:
                 raise TypeError("process() takes exactly one argument: a message")
             message = args[0]
-            if not isinstance(message, Message) or _identity(message) not in self.delivered:
+            if not isinstance(message, Message) or message_identity(message) not in self.delivered:
                 raise TypeError("process() takes a message that consumer.poll() returned "
                                 "in this run of the app")
             return self.process(message)
@@ -449,37 +448,24 @@ class _Gate:
         result = getattr(self.consumer, method)(*args, **kwargs)
         for item in result if isinstance(result, list) else (result,):
             if isinstance(item, Message):
-                self.delivered.add(_identity(item))
+                self.delivered.add(message_identity(item))
         return result
-
-
-def _arg(value: object) -> str:
-    """A call argument or result, short and readable."""
-    if isinstance(value, Message):
-        return f"{value_text(value.value())} (offset {value.offset()})"
-    if isinstance(value, TopicPartition):
-        return f"TopicPartition({value.topic!r}, {value.partition}, {value.offset})"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_arg(item) for item in value[:4]) + (
-            ", …]" if len(value) > 4 else "]")
-    text = repr(value)
-    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _call_text(target: str, method: str, args: tuple, kwargs: dict, result: object,
                error: str | None, crashed: bool = False) -> str:
     """``consumer.commit(message=m-001 (offset 1), asynchronous=False) returned``."""
     if target == "process":
-        head = f"process({', '.join(_arg(a) for a in args)})"
+        head = f"process({', '.join(arg_text(a) for a in args)})"
     else:
-        shown = [_arg(a) for a in args] + [f"{k}={_arg(v)}" for k, v in kwargs.items()]
+        shown = [arg_text(a) for a in args] + [f"{k}={arg_text(v)}" for k, v in kwargs.items()]
         head = f"consumer.{method}({', '.join(shown)})"
     if crashed:
         return f"{head} never returned: the process died in it"
     if error is not None:
         return f"{head} raised {error}"
     if method == "poll":
-        return f"{head} -> {_arg(result)}"
+        return f"{head} -> {arg_text(result)}"
     if method == "commit":
         asynchronous = kwargs.get("asynchronous", args[2] if len(args) > 2 else True)
         if asynchronous is not False:
@@ -487,11 +473,7 @@ def _call_text(target: str, method: str, args: tuple, kwargs: dict, result: obje
         return f"{head} returned"
     if result is None:
         return f"{head} returned"
-    return f"{head} -> {_arg(result)}"
-
-
-def _identity(message: Message) -> tuple:
-    return (message.topic(), message.partition(), message.offset(), message.value())
+    return f"{head} -> {arg_text(result)}"
 
 
 # ----- explaining a failure -------------------------------------------------------------------

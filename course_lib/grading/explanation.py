@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from confluent_kafka import Message, TopicPartition
+
 from course_lib.faults import (
     CrashClient,
     DelayMessages,
@@ -26,6 +28,9 @@ from course_lib.faults import (
 from course_lib.grading.sandbox import MEMORY_LIMIT_MB, OUTPUT_LIMIT_BYTES
 
 __all__ = [
+    "arg_text",
+    "call_entry",
+    "message_identity",
     "CRASHED",
     "AbortWords",
     "abort_headline",
@@ -259,3 +264,28 @@ def failure_message(check: str, guarantee: str, headline: str, *, faults: Sequen
         lines += ["", "What your code did just before:", *story()]
     lines += ["", *replay_lines(plan, seed, token)]
     return "\n".join(lines)
+
+
+def arg_text(value: object) -> str:
+    """A call's argument or result as the timeline shows it: short and readable."""
+    if isinstance(value, Message):
+        return f"{value_text(value.value())} (offset {value.offset()})"
+    if isinstance(value, TopicPartition):
+        return f"TopicPartition({value.topic!r}, {value.partition}, {value.offset})"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(arg_text(item) for item in value[:4]) + (
+            ", …]" if len(value) > 4 else "]")
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def message_identity(message: Message) -> tuple:
+    """What makes a delivered message the same one when the learner hands it back."""
+    return (message.topic(), message.partition(), message.offset(), message.value())
+
+
+def call_entry(events: Sequence, actor: str, text: str, died_in_it: bool = False) -> tuple:
+    """One line of "what your code did": (History position, time ms, text)."""
+    index = logged_at(events, died_in_it)
+    when = events[index - 1].time_ms if index else 0
+    return index, when, f"{actor}: {text}"

@@ -13,7 +13,7 @@ a fresh process with a fresh consumer (same group) and a fresh producer (same
 The verdict reads the History alone: what the grader's reader sees in the
 output topic with ``isolation.level=read_committed`` at the end (a
 ``final_read`` event), which upstream transactions aborted
-(:func:`course_lib.checker._aborted_values`), the group's committed offsets and
+(:func:`course_lib.checker.aborted_values`), the group's committed offsets and
 what the learner's process was told and did afterwards. One check per
 guarantee, so a wrong answer loses only the points of what it breaks:
 
@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException, Message
 
-from course_lib.checker import Report, _aborted_values, check
+from course_lib.checker import Report, aborted_values, check
 from course_lib.cluster import Cluster
 from course_lib.faults import (
     PHASES,
@@ -78,18 +78,19 @@ from course_lib.grading.campaign import (
     require_count,
     timeline_svg,
 )
-from course_lib.grading.consumers import _arg
 from course_lib.grading.explanation import (
     CRASHED,
     AbortWords,
     abort_headline,
+    arg_text,
     at,
+    call_entry,
     describe_fault,
     drop_numbers,
     failure_message,
     grader_crash,
-    logged_at,
     merge,
+    message_identity,
     ordinal,
     value_text,
     window,
@@ -515,7 +516,7 @@ def _inputs(history) -> tuple[dict, set]:
     that read an aborted record and wrote it out in a committed transaction
     does not make it committed.
     """
-    aborted_all = _aborted_values([e for e in history if e.kind != "send"
+    aborted_all = aborted_values([e for e in history if e.kind != "send"
                                    or e.data.get("topic") == TOPIC_IN])
     offsets, aborted = {}, set()
     for event in history.of_kind("ack"):
@@ -657,10 +658,7 @@ class _Gate:
         return result
 
     def _note(self, text: str, before_last: bool = False) -> None:
-        events = self.history.events
-        index = logged_at(events, before_last)
-        when = events[index - 1].time_ms if index else 0
-        self.log.append((index, when, f"{self.app.name}: {text}"))
+        self.log.append(call_entry(self.history.events, self.app.name, text, before_last))
 
     def _perform(self, target: str, method: str, args: tuple, kwargs: dict) -> object:
         if target == "harness" and method == "configure" and self.consumer is None:
@@ -681,7 +679,7 @@ class _Gate:
                          method)(*args, **kwargs)
         for item in result if isinstance(result, list) else (result,):
             if isinstance(item, Message):
-                self.delivered.add(_identity(item))
+                self.delivered.add(message_identity(item))
         return result
 
     def _configure(self, isolation: object = None) -> None:
@@ -703,7 +701,7 @@ class _Gate:
         if len(args) != 1 or kwargs:
             raise TypeError("transform() takes exactly one argument: a message")
         message = args[0]
-        if not isinstance(message, Message) or _identity(message) not in self.delivered:
+        if not isinstance(message, Message) or message_identity(message) not in self.delivered:
             raise TypeError("transform() takes a message that consumer.poll() returned "
                             "in this run of the app")
         self.app.check_alive("transform")
@@ -752,14 +750,10 @@ def _error_text(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def _identity(message: Message) -> tuple:
-    return (message.topic(), message.partition(), message.offset(), message.value())
-
-
 def _call_text(target: str, method: str, args: tuple, kwargs: dict, result: object,
                error: str | None, crashed: bool = False) -> str:
     """``producer.commit_transaction() returned``, ``consumer.poll(1.0) -> m-001 (offset 2)``."""
-    shown = [_arg(a) for a in args] + [f"{k}={_arg(v)}" for k, v in kwargs.items()]
+    shown = [arg_text(a) for a in args] + [f"{k}={arg_text(v)}" for k, v in kwargs.items()]
     head = (f"transform({', '.join(shown)})" if target == "transform"
             else f"{target}.{method}({', '.join(shown)})")
     if crashed:
@@ -768,7 +762,7 @@ def _call_text(target: str, method: str, args: tuple, kwargs: dict, result: obje
         return f"{head} raised {error}"
     if result is None and method not in ("poll", "__call__"):
         return f"{head} returned"
-    return f"{head} -> {_arg(result)}"
+    return f"{head} -> {arg_text(result)}"
 
 
 # ----- explaining a failure -------------------------------------------------------------------
